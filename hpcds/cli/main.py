@@ -1,0 +1,53 @@
+"""`hpcds` command line: subcommands per component, one module each.
+
+    hpcds data benchmark [CONFIG] [key=value ...] [--overwrite]
+    hpcds data check     [CONFIG] [key=value ...]
+    hpcds data stats     [CONFIG] [key=value ...]
+    hpcds grid info      GRID [--area AREA] [--shards P]
+
+CONFIG is a YAML path or a preset name from configs/ (default: tiny). Bad input (a config
+key, a store, a grid) prints one line `hpcds: error: …` and exits with status 2; anything
+else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from hpcds import __version__
+from hpcds.cli import data_cmds, grid_cmds
+from hpcds.errors import UserError
+
+EXIT_USER_ERROR = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hpcds",
+        description="Distributed diffusion downscaling: LR atmospheric states in, ensembles "
+                    "of plausible HR states out.",
+        epilog="Run `hpcds COMMAND --help` for each command. Configs: a YAML path or a preset "
+               "name from configs/ (tiny, ...), then key=value overrides.")
+    parser.add_argument("--version", action="version", version=f"hpcds {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    data_cmds.register(commands)
+    grid_cmds.register(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"hpcds: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("hpcds: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

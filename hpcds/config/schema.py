@@ -1,0 +1,190 @@
+"""Typed configuration: one dataclass per component.
+
+YAML only fills these (``OmegaConf.structured`` + merge, see ``load.py``); a key that is not a
+field here is an error listing the valid keys, and a value of the wrong type or outside its
+enum is an error listing the valid values. Semantic checks (ranges, consistency between
+components) live in ``validate.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import List, Optional
+
+
+class NanPolicy(Enum):
+    error = "error"  # any NaN in a checked/used date is an error naming variable and date
+    skip_date = "skip_date"  # dates with NaNs are dropped and reported
+
+
+class Backend(Enum):
+    reference = "reference"
+    triton = "triton"
+    native = "native"
+
+
+class SigmaRegime(Enum):
+    lognormal = "lognormal"  # EDM training: ln σ ~ N(P_mean, P_std²)
+    karras_uniform = "karras_uniform"  # high-noise fine-tuning: σ uniform on the Karras ramp
+
+
+class Solver(Enum):
+    heun = "heun"  # EDM Heun 2nd order with churn
+    dpmpp_2m = "dpmpp_2m"  # DPM-Solver++(2M)
+
+
+class Schedule(Enum):
+    karras = "karras"
+    piecewise = "piecewise"
+
+
+class HaloTransport(Enum):
+    torch = "torch"  # torch.distributed point-to-point (NCCL on GPU, gloo on CPU)
+    mpi = "mpi"  # mpi4py
+
+
+@dataclass
+class RunConfig:
+    out_dir: str = "runs/tiny"  # every output of a run goes below this directory
+    seed: int = 0
+
+
+@dataclass
+class GridConfig:
+    """One grid. `name`: "O<N>" (octahedral reduced Gaussian), "<dlat>/<dlon>" (regular
+    lat-lon, degrees). `area`: "global", a named region ("alps", "himalaya") or "N/W/S/E" in
+    degrees. `rotated_pole`: [lat, lon] of the rotated north pole for a rotated limited-area
+    grid (then `area` is in rotated coordinates). `margin_deg` widens a regional area."""
+
+    name: str = "O96"
+    area: str = "global"
+    rotated_pole: Optional[List[float]] = None
+    margin_deg: float = 0.0
+
+
+@dataclass
+class GridsConfig:
+    hr: GridConfig = field(default_factory=lambda: GridConfig(name="0.125/0.125", area="alps"))
+    lr: GridConfig = field(
+        default_factory=lambda: GridConfig(name="1.0/1.0", area="alps", margin_deg=2.0)
+    )
+    cache_dir: str = "${run.out_dir}/graphs"  # built graphs and interpolation matrices
+    knn: int = 4  # neighbours per destination node in kNN graphs
+
+
+@dataclass
+class DataConfig:
+    lr_store: str = "${run.out_dir}/data/lr.zarr"
+    hr_store: str = "${run.out_dir}/data/hr.zarr"
+    forcings_store: str = "${run.out_dir}/data/forcings.zarr"
+    variables: List[str] = field(default_factory=lambda: ["2t", "10u", "10v", "msl", "tp"])
+    start_date: Optional[str] = None  # ISO date; None = first common date
+    end_date: Optional[str] = None  # ISO date, inclusive; None = last common date
+    nan_policy: NanPolicy = NanPolicy.error
+    # alignment check: coarse-grained HR vs LR, per variable, on `check_dates` dates
+    min_correlation: float = 0.8  # of anomalies (w.r.t. the per-cell mean over checked dates)
+    max_bias: float = 0.25  # |area-mean(coarse(HR) - LR)| in units of the LR standard deviation
+    check_dates: int = 8
+    stats_file: str = "${run.out_dir}/data/statistics.json"
+
+
+@dataclass
+class BenchmarkConfig:
+    """The synthetic pair with a known p(HR | LR) on real terrain (grids from `grid`)."""
+
+    start_date: str = "2026-01-01T00:00"
+    n_dates: int = 40
+    frequency_hours: int = 6
+    seed: int = 1
+    terrain_file: str = "/usr/share/ferret-vis/data/etopo5.cdf"  # Debian ferret-datasets
+    noise_slope: float = 3.0  # power-law slope β of the fine-scale noise spectrum, E(k) ∝ k^-β
+    noise_modes: int = 1024  # random Fourier modes per noise field
+    tail_strength: float = 0.3  # sinh-arcsinh tail parameter: 0 = Gaussian, > 0 heavier tails
+    chunk_cells: int = 4096  # zarr chunk size along cells
+
+
+@dataclass
+class ModelConfig:
+    hidden_dim: int = 64
+    num_heads: int = 4
+    processor_layers: int = 2
+    window: int = 64  # sliding-window attention width over SFC-ordered hidden nodes
+    hidden_grid: GridConfig = field(
+        default_factory=lambda: GridConfig(name="0.5/0.5", area="alps")
+    )
+    encoder_knn: int = 8
+    decoder_knn: int = 4
+    backend: Backend = Backend.reference
+    activation_checkpointing: bool = False
+
+
+@dataclass
+class DiffusionConfig:
+    sigma_data: float = 1.0
+    P_mean: float = -1.2
+    P_std: float = 1.2
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    rho: float = 7.0
+    regime: SigmaRegime = SigmaRegime.lognormal
+    deterministic: bool = False  # regression of the conditional mean (debug mode)
+
+
+@dataclass
+class TrainingConfig:
+    steps: int = 200
+    batch_size: int = 1
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 20
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    grad_accumulation: int = 1
+    val_every: int = 50
+    checkpoint_every: int = 100
+    log_every: int = 10
+
+
+@dataclass
+class SamplingConfig:
+    solver: Solver = Solver.heun
+    schedule: Schedule = Schedule.karras
+    steps: int = 20
+    members: int = 8
+    S_churn: float = 0.0
+    S_min: float = 0.0
+    S_max: float = 1e9
+    S_noise: float = 1.0
+    seed: int = 0
+
+
+@dataclass
+class EvaluationConfig:
+    crps_alpha: float = 0.95  # Anemoi's almost-fair CRPS
+    quantiles: List[float] = field(default_factory=lambda: [0.99, 0.999, 0.9999])
+    bootstrap: int = 200
+    terrain_mask_m: float = 1500.0
+
+
+@dataclass
+class ParallelConfig:
+    model_parallel: int = 1  # ranks per model instance (HR graph shards)
+    ensemble_groups: int = 1  # data-parallel / ensemble groups
+    halo_transport: HaloTransport = HaloTransport.torch
+    zero_stage: int = 0
+    use_deepspeed: bool = False
+
+
+@dataclass
+class HpcdsConfig:
+    run: RunConfig = field(default_factory=RunConfig)
+    grid: GridsConfig = field(default_factory=GridsConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)

@@ -1,0 +1,247 @@
+"""`PairedDataset`: LR, HR and forcings stores paired on common dates, for one HR shard.
+
+A sample (date t, HR cells [a, b) of the SFC order) is
+
+    cond     (n_var, b-a)  interp(x_LR) normalised with the LR store's per-variable statistics
+    forcings (n_forc, b-a) orography, land-sea, sin/cos lat/lon, local solar time, day of year
+    target   (n_var, b-a)  residual x_HR − interp(x_LR), normalised with residual statistics
+
+Each model-parallel rank builds its own dataset for its cells: it reads only its HR cells and
+the LR cells its interpolation rows touch. Statistics are shard-local `RunningStats` that the
+caller merges across ranks (the distributed layer does that; one process merges nothing).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hpcds.config.schema import HpcdsConfig, NanPolicy
+from hpcds.data.dates import DateReport, iso, match_dates, parse_date, parse_frequency
+from hpcds.data.forcings import forcing_fields, static_forcings_from_store
+from hpcds.data.stats import RunningStats
+from hpcds.data.store import Store, open_store
+from hpcds.errors import DataCheckError, StoreError
+from hpcds.grids import Grid, interpolation_matrix, make_grid
+
+COORD_TOLERANCE_DEG = 1e-4
+
+
+def check_variables(store: Store, variables: list[str], role: str) -> None:
+    missing = [v for v in variables if v not in store.variables]
+    if missing:
+        raise DataCheckError(
+            f"variables missing from the {role} store {store.path}: {', '.join(missing)} "
+            f"(it has {', '.join(store.variables)}); set data.variables or fix the store"
+        )
+
+
+def store_cells_for_grid(store: Store, grid: Grid, role: str, grid_key: str) -> np.ndarray:
+    """For each cell of `grid` (SFC order) the index of that cell in `store`; verifies that the
+    store's coordinates are those of the configured grid."""
+    if store.n_cells != grid.size:
+        raise DataCheckError(
+            f"the {role} store has {store.n_cells} cells but {grid_key}={grid.name} has "
+            f"{grid.size}: set {grid_key} to the store's grid ({store.resolution})"
+        )
+    index = np.arange(grid.size) if store.cell_order == "sfc" else grid.native_index
+    dlat = np.abs(store.latitudes[index] - grid.latitudes)
+    dlon = np.abs((store.longitudes[index] - grid.longitudes + 180.0) % 360.0 - 180.0)
+    dlon = np.where(np.abs(grid.latitudes) > 89.999, 0.0, dlon)  # longitude is moot at a pole
+    worst = float(max(dlat.max(), dlon.max()))
+    if worst > COORD_TOLERANCE_DEG:
+        raise DataCheckError(
+            f"the {role} store's coordinates differ from {grid_key}={grid.name} by up to "
+            f"{worst:.3g}°: set {grid_key} to the store's grid ({store.resolution})"
+        )
+    return index
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """Per-variable (n_var,) float64 statistics; inputs use the LR store's, targets the
+    residual's own (streamed over the dataset's dates)."""
+
+    variables: tuple[str, ...]
+    input_mean: np.ndarray
+    input_std: np.ndarray
+    residual_mean: np.ndarray
+    residual_std: np.ndarray
+
+    def to_dict(self) -> dict:
+        return {"variables": list(self.variables),
+                **{k: getattr(self, k).tolist() for k in
+                   ("input_mean", "input_std", "residual_mean", "residual_std")}}
+
+
+class PairedDataset:
+    def __init__(self, lr: Store, hr: Store, forcings: Store, *, lr_grid: Grid, hr_grid: Grid,
+                 variables: list[str], report: DateReport, nan_policy: NanPolicy,
+                 hr_cells: tuple[int, int] | None = None):
+        for store, role in ((lr, "LR"), (hr, "HR")):
+            check_variables(store, variables, role)
+        self.lr, self.hr, self.forcings_store = lr, hr, forcings
+        self.lr_grid, self.hr_grid = lr_grid, hr_grid
+        self.variables = list(variables)
+        self.report = report
+        self.nan_policy = nan_policy
+        start, stop = hr_cells if hr_cells is not None else (0, hr_grid.size)
+        self.hr_cells = (int(start), int(stop))
+        self._lr_index = store_cells_for_grid(lr, lr_grid, "LR", "grid.lr")
+        self._hr_index = store_cells_for_grid(hr, hr_grid, "HR", "grid.hr")[start:stop]
+        # (b-a, n_lr) rows of this shard; only the LR columns they touch are ever read
+        interp = interpolation_matrix(lr_grid, hr_grid, rows=self.hr_cells).tocsc()
+        self.lr_needed = np.flatnonzero(np.diff(interp.indptr))  # LR cells (SFC) this shard uses
+        self.interp = interp[:, self.lr_needed].tocsr()  # (b-a, n_needed)
+        self._static = static_forcings_from_store(forcings, hr_grid, self.hr_cells)
+        self._lr_time = {d: i for i, d in enumerate(lr.dates)}
+        self._hr_time = {d: i for i, d in enumerate(hr.dates)}
+        self.dates = report.dates
+        self.skipped_dates = np.array([], dtype="datetime64[s]")
+        self.normalisation: Normalisation | None = None
+
+    # ---------------------------------------------------------------- construction
+    @classmethod
+    def from_config(cls, cfg: HpcdsConfig, hr_cells: tuple[int, int] | None = None,
+                    require_complete: bool = True) -> "PairedDataset":
+        d = cfg.data
+        lr, hr, forcings = (open_store(p) for p in (d.lr_store, d.hr_store, d.forcings_store))
+        if lr.frequency != hr.frequency:
+            raise DataCheckError(f"LR frequency {lr.frequency} differs from HR frequency "
+                                 f"{hr.frequency}: the stores must share a time step")
+        for store, role in ((lr, "LR"), (hr, "HR")):
+            check_variables(store, d.variables, role)
+        report = match_dates(lr.dates, hr.dates, parse_frequency(hr.frequency),
+                             lr.missing_dates, hr.missing_dates,
+                             parse_date(d.start_date, "data.start_date"),
+                             parse_date(d.end_date, "data.end_date"))
+        if len(report.dates) == 0:
+            raise DataCheckError(
+                f"no common dates between {lr.path} and {hr.path} in the requested range: "
+                "check data.start_date/end_date and the stores' dates")
+        if require_complete and not report.complete:
+            raise DataCheckError(f"{report.describe()}; fix the stores or restrict "
+                                 "data.start_date/data.end_date")
+        ds = cls(lr, hr, forcings, lr_grid=make_grid(cfg.grid.lr),
+                 hr_grid=make_grid(cfg.grid.hr), variables=d.variables, report=report,
+                 nan_policy=d.nan_policy, hr_cells=hr_cells)
+        if d.nan_policy is NanPolicy.skip_date:
+            ds.drop_dates(sorted({i for _, i in ds.nan_dates()}))
+        return ds
+
+    def nan_dates(self, progress=None) -> list[tuple[str, int]]:
+        """(store role, date index) of every date whose cells hold a NaN. Only variables whose
+        store statistics report NaNs are read (all of them if a store has no statistics)."""
+        found = []
+        for store, role, reader in ((self.lr, "LR", self.read_lr), (self.hr, "HR", self.read_hr)):
+            flags = store.statistics.get("has_nans")
+            if flags is not None and not np.asarray(flags)[
+                    store.variable_index(self.variables)].any():
+                continue
+            for i in (progress(range(len(self))) if progress else range(len(self))):
+                if np.isnan(reader(i, check_nans=False)).any():
+                    found.append((role, i))
+        return found
+
+    def drop_dates(self, indices: list[int]) -> None:
+        """Remove dates (e.g. those holding NaNs under data.nan_policy=skip_date)."""
+        self.skipped_dates = self.dates[indices]
+        self.dates = np.delete(self.dates, indices)
+        if len(self.dates) == 0:
+            raise DataCheckError("every date holds NaNs under data.nan_policy=skip_date: "
+                                 "fix the stores")
+
+    # ---------------------------------------------------------------- raw access
+    def __len__(self) -> int:
+        return len(self.dates)
+
+    def read_lr(self, i: int, lr_cells: np.ndarray | None = None,
+                check_nans: bool = True) -> np.ndarray:
+        """(n_var, n_cells) float32 LR values of date i on `lr_cells` (LR SFC indices;
+        default: the cells this shard's interpolation touches)."""
+        t = self._lr_time[self.dates[i]]
+        cells = self._lr_index[self.lr_needed if lr_cells is None else lr_cells]
+        values = self.lr.read(t, self.variables, cells=cells)[0, :, 0]
+        return self._checked(values, "LR", i) if check_nans else values
+
+    def read_hr(self, i: int, check_nans: bool = True) -> np.ndarray:
+        """(n_var, b-a) float32: this shard's HR cells."""
+        t = self._hr_time[self.dates[i]]
+        start, stop = self.hr_cells
+        cells = slice(start, stop) if self.hr.cell_order == "sfc" else self._hr_index
+        values = self.hr.read(t, self.variables, cells=cells)[0, :, 0]
+        return self._checked(values, "HR", i) if check_nans else values
+
+    def interpolate(self, lr_values: np.ndarray) -> np.ndarray:
+        """(n_var, n_needed) → (n_var, b-a), float64 accumulation."""
+        return np.asarray(self.interp @ lr_values.astype(np.float64).T).T
+
+    def residual(self, i: int) -> np.ndarray:
+        """(n_var, b-a) float64: x_HR − interp(x_LR)."""
+        return self.read_hr(i).astype(np.float64) - self.interpolate(self.read_lr(i))
+
+    def _checked(self, values: np.ndarray, role: str, i: int) -> np.ndarray:
+        bad = np.isnan(values)
+        if bad.any():
+            v = int(np.flatnonzero(bad.any(axis=1))[0])
+            raise DataCheckError(
+                f"NaN in the {role} store, variable {self.variables[v]}, date "
+                f"{iso(self.dates[i])} ({int(bad[v].sum())} cells): fix the store or set "
+                "data.nan_policy=skip_date")
+        return values
+
+    # ---------------------------------------------------------------- statistics
+    def residual_statistics(self, progress=None) -> RunningStats:
+        """Shard-local float64 statistics of the residual over all dates (area-weighted)."""
+        stats = RunningStats(self.variables)
+        weights = self.hr_grid.area_weights[self.hr_cells[0]:self.hr_cells[1]]
+        for i in (progress(range(len(self))) if progress else range(len(self))):
+            stats.update(self.residual(i), variable_axis=0, weights=weights)
+        return stats
+
+    def set_normalisation(self, residual: RunningStats) -> Normalisation:
+        lr_stats = self.lr.statistics
+        idx = self.lr.variable_index(self.variables)
+        self.normalisation = Normalisation(
+            variables=tuple(self.variables),
+            input_mean=np.asarray(lr_stats["mean"], np.float64)[idx],
+            input_std=np.maximum(np.asarray(lr_stats["stdev"], np.float64)[idx], 1e-12),
+            residual_mean=residual.mean, residual_std=np.maximum(residual.stdev, 1e-12))
+        return self.normalisation
+
+    def save_statistics(self, path: str | os.PathLike) -> Path:
+        """The normalisation as JSON beside the data, written atomically."""
+        if self.normalisation is None:
+            raise StoreError("no statistics to save: call set_normalisation first")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {**self.normalisation.to_dict(), "lr_store": str(self.lr.path),
+                   "hr_store": str(self.hr.path), "dates": [iso(self.dates[0]),
+                                                            iso(self.dates[-1])],
+                   "n_dates": len(self.dates)}
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(payload, indent=2))
+        os.replace(tmp, path)
+        return path
+
+    # ---------------------------------------------------------------- samples
+    def __getitem__(self, i: int) -> dict:
+        if self.normalisation is None:
+            raise StoreError("dataset statistics not set: run `hpcds data stats` or call "
+                             "set_normalisation(residual_statistics())")
+        n = self.normalisation
+        lr = self.read_lr(i)
+        cond = self.interpolate(lr)
+        target = self.read_hr(i).astype(np.float64) - cond
+        return {
+            "date": self.dates[i],
+            "cond": ((cond - n.input_mean[:, None]) / n.input_std[:, None]).astype(np.float32),
+            "target": ((target - n.residual_mean[:, None]) / n.residual_std[:, None]
+                       ).astype(np.float32),
+            "forcings": forcing_fields(self.hr_grid, self._static, self.dates[i],
+                                       cells=self.hr_cells)[1],
+        }

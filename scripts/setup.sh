@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Set up hpcds in ./.venv on a fresh machine.
+#   bash scripts/setup.sh          runtime: system data packages, torch, hpcds (editable)
+#   bash scripts/setup.sh --test   also test-only references (.testdata) and test packages
+# CPU machines get the CPU build of torch (`pip install torch==2.13.0`, on disk here) instead of
+# a multi-GB CUDA build; on a machine with an NVIDIA driver the torch already in the venv (or
+# pip's default CUDA build) is kept. Idempotent: a second run installs nothing new.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+want_tests=0
+[ "${1:-}" = "--test" ] && want_tests=1
+
+# --- Debian packages: real terrain (ETOPO5) for the benchmark --------------------------
+if [ ! -f /usr/share/ferret-vis/data/etopo5.cdf ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "setup: installing ferret-datasets (ETOPO5 terrain)"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      ferret-datasets >/dev/null
+  else
+    echo "setup: ETOPO5 missing: run 'sudo apt-get install --no-install-recommends ferret-datasets'" >&2
+    exit 1
+  fi
+fi
+
+# --- Python environment ------------------------------------------------------------------
+PY="${PYTHON:-python3}"
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  if command -v nvidia-smi >/dev/null 2>&1; then
+    echo "setup: NVIDIA driver found: installing pip's default (CUDA) torch"
+    pip install "torch>=2.4"
+  else
+    echo "setup: no GPU: installing the CPU build torch==2.13.0"
+    pip install torch==2.13.0
+  fi
+fi
+extras="mpi,grib"
+[ "$want_tests" = 1 ] && extras="$extras,test"
+pip install -e ".[$extras]" 2>&1 | grep -v -e "^WARNING: Location" -e "^$" || true
+.venv/bin/python -c "import hpcds, torch, zarr; print(f'setup: hpcds {hpcds.__version__}, torch {torch.__version__}, zarr {zarr.__version__}')"
+
+# --- test-only references ---------------------------------------------------------------
+if [ "$want_tests" = 1 ]; then
+  bash scripts/fetch_testdata.sh
+fi

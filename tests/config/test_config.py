@@ -1,0 +1,82 @@
+"""Typed configs: YAML + overrides → validated dataclasses, one-line errors for bad input."""
+
+import dataclasses
+
+import pytest
+
+from hpcds.config.load import load_config, save_resolved, to_yaml
+from hpcds.config.schema import HpcdsConfig, NanPolicy, Solver
+from hpcds.errors import ConfigError
+
+
+def test_tiny_preset_fills_the_schema():
+    cfg = load_config("tiny")
+    assert isinstance(cfg, HpcdsConfig)
+    assert cfg.grid.hr.name == "0.125/0.125" and cfg.grid.hr.area == "alps"
+    assert cfg.data.lr_store == "runs/tiny/data/lr.zarr"  # interpolation resolved
+    assert cfg.data.nan_policy is NanPolicy.error
+    assert cfg.sampling.solver is Solver.heun
+
+
+def test_every_component_has_its_own_dataclass():
+    names = {f.name for f in dataclasses.fields(HpcdsConfig)}
+    assert {"data", "grid", "model", "diffusion", "training", "sampling", "evaluation",
+            "parallel"} <= names
+    cfg = load_config(None)
+    for name in names:
+        assert dataclasses.is_dataclass(getattr(cfg, name))
+
+
+def test_overrides_take_precedence_and_are_typed():
+    cfg = load_config("tiny", ["training.steps=7", "data.variables=[2t,tp]",
+                               "run.out_dir=/tmp/x", "data.nan_policy=skip_date"])
+    assert cfg.training.steps == 7
+    assert cfg.data.variables == ["2t", "tp"]
+    assert cfg.data.hr_store == "/tmp/x/data/hr.zarr"
+    assert cfg.data.nan_policy is NanPolicy.skip_date
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("data.foo=1", "unknown config key 'data.foo': data has keys lr_store, hr_store"),
+    ("foo.bar=1", "unknown config key 'foo.bar': the top level has keys run, grid, data"),
+    ("training.steps=abc", "bad value 'abc' for config key 'training.steps'"),
+    ("data.nan_policy=bogus", "expected one of error, skip_date"),
+    ("sampling.solver=euler", "expected one of heun, dpmpp_2m"),
+    ("training.steps=-1", "expected an integer >= 0"),
+    ("model.window=7", "expected an even integer >= 2"),
+    ("steps", "is not key=value"),
+])
+def test_bad_overrides_are_one_line_errors(override, expected):
+    with pytest.raises(ConfigError) as err:
+        load_config("tiny", [override])
+    assert expected in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_key_in_yaml_names_file_key_and_valid_keys(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("data:\n  lr_stor: x.zarr\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(str(path))
+    msg = str(err.value)
+    assert "'data.lr_stor'" in msg and str(path) in msg and "lr_store" in msg
+
+
+def test_wrong_type_in_yaml(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("benchmark:\n  n_dates: many\n")
+    with pytest.raises(ConfigError, match="benchmark.n_dates.*expected a value of type int"):
+        load_config(str(path))
+
+
+def test_missing_config_lists_presets():
+    with pytest.raises(ConfigError, match="presets .*tiny"):
+        load_config("no_such_config")
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = load_config("tiny", ["training.steps=3"])
+    saved = save_resolved(cfg, tmp_path)
+    again = load_config(str(saved))
+    assert to_yaml(again) == to_yaml(cfg)
+    assert not list(tmp_path.glob(".*tmp*"))  # atomic write left no temporary behind
