@@ -30,10 +30,22 @@ def run_info(args: argparse.Namespace) -> int:
     cfg = GridConfig(name=args.grid, area=args.area,
                      rotated_pole=list(args.rotated_pole) if args.rotated_pole else None)
     for key, value in describe_grid(cfg).items():
-        print(f"{key:>16}: {value}")
+        print(f"{key:>18}: {_fmt(value)}")
     if args.shards:
         ranges = shard_ranges(grid_point_count(cfg), args.shards)
         sizes = sorted({b - a for a, b in ranges})
-        print(f"{'shards':>16}: {len(ranges)} contiguous SFC ranges of "
+        print(f"{'shards':>18}: {len(ranges)} contiguous SFC ranges of "
               f"{' or '.join(f'{s:,}' for s in sizes)} points")
     return 0
+
+
+def _fmt(value) -> str:
+    if isinstance(value, bool) or isinstance(value, str):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (tuple, list)):
+        return "(" + ", ".join(_fmt(v) for v in value) + ")"
+    return str(value)

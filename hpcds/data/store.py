@@ -1,0 +1,487 @@
+"""anemoi-datasets zarr stores: an atomic streaming writer and a chunk-aware reader.
+
+Layout (a zarr group; written as zarr_format 2 like anemoi-datasets, read as 2 or 3):
+
+    data        (time, variable, ensemble, cell) float32, chunks (1, n_var, 1, chunk_cells)
+    dates       (time,) datetime64[s]
+    latitudes   (cell,) float64        longitudes (cell,) float64
+    native_index (cell,) int64         position of each cell in the grid's native order
+    mean, stdev, minimum, maximum, sums, squares, count (variable,) float64; has_nans bool
+    attrs: variables, name_to_index, frequency, start_date, end_date, missing_dates,
+           resolution, field_shape, flatten_grid, ensemble_dimension, units, cell_order, …
+
+Each array carries ``_ARRAY_DIMENSIONS`` so xarray opens the group as a Dataset. Chunks span
+all variables but only ``chunk_cells`` cells, so a model-parallel rank that owns a contiguous
+range of SFC-ordered cells reads only its own chunks.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import os
+from collections.abc import Sequence
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from hpcds.data.atomic import exists_error, publish_dir, remove_path, temp_sibling
+from hpcds.data.dates import parse_frequency
+from hpcds.data.stats import RunningStats
+from hpcds.errors import StoreError
+from hpcds.grids.geometry import Grid
+
+DIMS = ("time", "variable", "ensemble", "cell")
+STATISTICS = ("mean", "stdev", "minimum", "maximum", "sums", "squares", "count", "has_nans")
+_COORD_CHUNK = 1 << 22  # (cell,) arrays: few chunks even at O2560, each small enough to fetch
+_STATS_BLOCK = 1 << 20  # cells per statistics update: bounds the float64 temporaries
+
+
+# ------------------------------------------------------------------------------- helpers
+
+
+def frequency_string(step: np.timedelta64) -> str:
+    """numpy.timedelta64 → the shortest of "1d", "6h", "30m", "10s"."""
+    seconds = int(step / np.timedelta64(1, "s"))
+    for suffix, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{suffix}"
+    return f"{seconds}s"
+
+
+def iso(date: np.datetime64) -> str:
+    return str(np.datetime_as_string(np.datetime64(date, "s"), unit="s"))
+
+
+def _as_dates(values, what: str) -> np.ndarray:
+    try:
+        return np.asarray(values, dtype="datetime64[s]").reshape(-1)
+    except (TypeError, ValueError) as e:
+        raise StoreError(f"{what} must be datetime64 values or ISO strings ({e})") from None
+
+
+def _list_dates(dates: np.ndarray, limit: int = 5) -> str:
+    shown = ", ".join(iso(d) for d in dates[:limit])
+    return shown + (f", … ({len(dates)} in all)" if len(dates) > limit else "")
+
+
+def _add_array(group, name, values, dims, chunks=None):
+    """A fully written auxiliary array with its xarray dimension names."""
+    values = np.asarray(values)
+    # no fill value: zarr's default (0 / False) would make xarray mask real zeros, e.g. the
+    # equator in `latitudes` or native_index 0, and turn ints and bools into floats
+    array = group.create_array(name, shape=values.shape, dtype=values.dtype,
+                               chunks=chunks or values.shape, fill_value=None)
+    array[...] = values
+    array.attrs["_ARRAY_DIMENSIONS"] = list(dims)
+    return array
+
+
+# -------------------------------------------------------------------------------- writer
+
+
+def create_store(
+    path: str | os.PathLike,
+    *,
+    grid: Grid,
+    variables: Sequence[str],
+    dates: np.ndarray,
+    frequency: str,
+    units: dict[str, str] | None = None,
+    ensemble: int = 1,
+    chunk_cells: int = 65536,
+    missing_dates: Sequence = (),
+    resolution: str | None = None,
+    attrs: dict | None = None,
+    overwrite: bool = False,
+) -> StoreWriter:
+    """Start writing a store at `path`; returns a ``StoreWriter`` (use it as a context manager).
+
+    grid:          the cells, in its SFC order; latitudes/longitudes/native_index come from it.
+    variables:     names, in the order of the variable axis.
+    dates:         (time,) datetime64 (or ISO strings), regular at `frequency`, e.g. "6h".
+    missing_dates: dates declared absent: never written, read back as NaN, not in statistics.
+    resolution:    the anemoi ``resolution`` attribute; derived from ``grid.name`` if omitted.
+    attrs:         extra JSON-serialisable root attributes (e.g. provenance, hpcds_config).
+
+    The store is built under ``<path>.tmp-<pid>-<random>`` and renamed to `path` by
+    ``close()``; an existing `path` is an error unless `overwrite`.
+    """
+    path = Path(path)
+    if (path.exists() or path.is_symlink()) and not overwrite:
+        raise exists_error(path)
+    variables = [str(v) for v in variables]
+    if not variables or len(set(variables)) != len(variables):
+        raise StoreError(f"variables {variables} must be a non-empty list of distinct names")
+    dates = _as_dates(dates, "dates")
+    step = parse_frequency(frequency)
+    if len(dates) == 0:
+        raise StoreError("dates is empty; a store needs at least one date")
+    irregular = np.flatnonzero(np.diff(dates) != step)
+    if irregular.size:
+        i = int(irregular[0])
+        raise StoreError(
+            f"dates must be regular at frequency {frequency}, but {iso(dates[i])} is followed by "
+            f"{iso(dates[i + 1])}; list every date and declare gaps in missing_dates"
+        )
+    missing = _as_dates(missing_dates, "missing_dates")
+    unknown = np.setdiff1d(missing, dates)
+    if unknown.size:
+        raise StoreError(f"missing_dates {_list_dates(unknown)} are not among the store's dates")
+    units = dict(units or {})
+    unknown_units = sorted(set(units) - set(variables))
+    if unknown_units:
+        raise StoreError(f"units given for unknown variables {unknown_units}; "
+                         f"the variables are {variables}")
+    if int(ensemble) < 1 or int(chunk_cells) < 1:
+        raise StoreError(f"ensemble ({ensemble}) and chunk_cells ({chunk_cells}) must be ≥ 1")
+
+    n_cells = grid.size
+    if resolution is None:  # "O320" → "O320", "0.25/0.25" → "0.25", "alps@0.125" → "0.125"
+        resolution = grid.name.split("@")[-1].split("/")[0]
+    root_attrs = {
+        "variables": variables,
+        "name_to_index": {v: i for i, v in enumerate(variables)},
+        "frequency": frequency_string(step),
+        "start_date": iso(dates[0]),
+        "end_date": iso(dates[-1]),
+        "missing_dates": [iso(d) for d in np.unique(missing)],
+        "resolution": resolution,
+        "field_shape": [int(s) for s in grid.field_shape],
+        "flatten_grid": True,
+        "ensemble_dimension": 2,
+        "units": {v: units.get(v, "") for v in variables},
+        "cell_order": "sfc",  # cells follow the grid's space-filling curve; see native_index
+        "grid": grid.name,
+    }
+    extra = dict(attrs or {})
+    reserved = sorted(set(extra) & set(root_attrs))
+    if reserved:
+        raise StoreError(f"attrs {reserved} are set by the store layout; rename them")
+    try:
+        json.dumps(extra, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise StoreError(f"attrs must be JSON-serialisable ({e}); convert them to plain types"
+                         ) from None
+    root_attrs.update(extra)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_sibling(path)
+    try:
+        group = zarr.open_group(tmp, mode="w-", zarr_format=2)
+        data = group.create_array(
+            "data",
+            shape=(len(dates), len(variables), int(ensemble), n_cells),
+            chunks=(1, len(variables), 1, min(int(chunk_cells), n_cells)),
+            dtype="float32",
+            fill_value=np.nan,  # unwritten (missing) dates read back as NaN
+        )
+        data.attrs["_ARRAY_DIMENSIONS"] = list(DIMS)
+        _add_array(group, "dates", dates, ["time"])
+        coord_chunks = (min(n_cells, _COORD_CHUNK),)
+        for name, values in (
+            ("latitudes", np.asarray(grid.latitudes, dtype=np.float64)),
+            ("longitudes", np.asarray(grid.longitudes, dtype=np.float64)),
+            ("native_index", np.asarray(grid.native_index, dtype=np.int64)),
+        ):
+            if values.shape != (n_cells,):
+                raise StoreError(f"grid {grid.name}: {name} has shape {values.shape}, "
+                                 f"expected ({n_cells},)")
+            _add_array(group, name, values, ["cell"], chunks=coord_chunks)
+        group.attrs.update(root_attrs)
+    except BaseException:
+        remove_path(tmp)
+        raise
+    return StoreWriter(path, tmp, data, dates, missing, variables, overwrite)
+
+
+class StoreWriter:
+    """Writes one date at a time into a temporary store and publishes it on ``close()``.
+
+    Statistics are accumulated with ``RunningStats`` from the float32 values as stored, over
+    all written dates, members and cells (unweighted, as anemoi-datasets does).
+    """
+
+    def __init__(self, path, tmp, data, dates, missing, variables, overwrite):
+        self.path, self.tmp_path = Path(path), Path(tmp)
+        self._data = data
+        self._dates = dates
+        self._missing = np.isin(dates, missing)
+        self._written = np.zeros(len(dates), dtype=bool)
+        self._overwrite = overwrite
+        self.stats = RunningStats(variables)
+        self.store: Store | None = None  # set by a successful close()
+        self._closed = False
+
+    def __enter__(self) -> StoreWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is not None:
+            self.abort()
+        else:
+            self.close()
+        return False
+
+    def write(self, time_index: int, values: np.ndarray) -> None:
+        """Store `values`, (variable, ensemble, cell), as date number `time_index`."""
+        if self._closed:
+            raise StoreError(f"the writer of {self.path} is closed; create a new one to write")
+        t = operator.index(time_index)
+        if not 0 <= t < len(self._dates):
+            raise StoreError(f"time index {t} is outside the store's {len(self._dates)} dates")
+        date = iso(self._dates[t])
+        if self._missing[t]:
+            raise StoreError(f"date {date} is declared in missing_dates; remove it there to write")
+        if self._written[t]:
+            raise StoreError(f"date {date} (time index {t}) was already written; write it once")
+        values = np.asarray(values)
+        if values.shape != self._data.shape[1:]:
+            raise StoreError(f"values for {date} have shape {values.shape}, expected "
+                             f"{self._data.shape[1:]} (variable, ensemble, cell)")
+        values = values.astype(np.float32, copy=False)
+        self._data[t] = values
+        # statistics of the float32 values, as a reader sees them, a block of cells at a time
+        for start in range(0, values.shape[-1], _STATS_BLOCK):
+            self.stats.update(values[..., start:start + _STATS_BLOCK], variable_axis=0)
+        self._written[t] = True
+
+    def close(self) -> Store:
+        """Write the statistics, publish the store at `path` and return it opened.
+
+        Fails (and removes the temporary store) if a date was neither written nor declared
+        missing, or if `path` appeared meanwhile and ``overwrite`` is False.
+        """
+        if self.store is not None:
+            return self.store
+        if self._closed:
+            raise StoreError(f"the writer of {self.path} was aborted; nothing was published")
+        try:
+            unwritten = self._dates[~self._written & ~self._missing]
+            if unwritten.size:
+                raise StoreError(
+                    f"{self.path}: dates {_list_dates(unwritten)} were not written; write them or "
+                    f"declare them in missing_dates"
+                )
+            group = zarr.open_group(self.tmp_path, mode="r+", zarr_format=2)
+            for name, values in self.stats.arrays().items():
+                _add_array(group, name, values, ["variable"])
+            # one metadata read for readers (and xarray) instead of one per array
+            zarr.consolidate_metadata(self.tmp_path, zarr_format=2)
+            publish_dir(self.tmp_path, self.path, overwrite=self._overwrite)
+        except BaseException:
+            self.abort()
+            raise
+        self._closed = True
+        self.store = open_store(self.path)
+        return self.store
+
+    def abort(self) -> None:
+        """Discard the temporary store; an existing store at `path` is left as it was."""
+        self._closed = True
+        remove_path(self.tmp_path)
+
+
+# -------------------------------------------------------------------------------- reader
+
+
+def open_store(path: str | os.PathLike | zarr.storage.StoreLike) -> Store:
+    """Open and check a store: a directory, or any zarr StoreLike (remote, wrapped, …)."""
+    if isinstance(path, (str, os.PathLike)):
+        if not Path(path).exists():
+            raise StoreError(f"no store at {path}; run `hpcds data benchmark` or set data.lr_store")
+        source = str(path)
+    else:
+        source = path
+    try:
+        group = zarr.open_group(source, mode="r")
+    except (zarr.errors.BaseZarrError, OSError, ValueError) as e:
+        raise StoreError(f"{path} is not a zarr group ({type(e).__name__}); "
+                         "point to an anemoi-datasets store") from None
+    by_path = isinstance(path, (str, os.PathLike))
+    return Store(group, str(path) if by_path else repr(path), reopen=by_path)
+
+
+class Store:
+    """A read-only anemoi-datasets store: coordinates load lazily, `read` fetches only its chunks.
+
+    path, variables, dates (time,) datetime64[s], frequency, missing_dates (datetime64[s]),
+    resolution, field_shape, units, cell_order ("sfc" or "native"), attrs (all root attributes),
+    n_cells, n_ensemble; latitudes/longitudes/native_index/statistics are read on first use.
+    """
+
+    def __init__(self, group: zarr.Group, path: str, reopen: bool = False):
+        self.path = path
+        self._reopen = reopen  # whether `path` alone can reopen it (for pickling)
+        self._group = group
+        self.attrs: dict = dict(group.attrs)
+        data = self._array("data", "not an anemoi-datasets store")
+        if data.ndim != 4:
+            raise StoreError(f"{path}: `data` has shape {data.shape}; expected 4-D {DIMS}")
+        self._data = data
+        if "variables" not in self.attrs:
+            raise StoreError(f"{path} has no `variables` attribute; not an anemoi-datasets store")
+        self.variables: list[str] = [str(v) for v in self.attrs["variables"]]
+        n_time, n_var, self.n_ensemble, self.n_cells = (int(s) for s in data.shape)
+        if len(self.variables) != n_var:
+            raise StoreError(f"{path}: {len(self.variables)} variables listed but `data` has "
+                             f"{n_var}")
+        self.dates = self._read_dates()
+        if len(self.dates) != n_time:
+            raise StoreError(f"{path}: {len(self.dates)} dates but `data` has {n_time} time steps")
+        coords = ["latitudes", "longitudes"] + (["native_index"] if "native_index" in group else [])
+        for name in coords:
+            shape = self._array(name, "it needs the cell coordinates").shape
+            if shape != (self.n_cells,):
+                raise StoreError(f"{path}: `{name}` has shape {shape} but `data` has "
+                                 f"{self.n_cells} cells")
+
+        frequency = self.attrs.get("frequency")
+        if isinstance(frequency, int):  # older anemoi-datasets stored hours as an integer
+            frequency = f"{frequency}h"
+        elif not frequency and n_time > 1:
+            frequency = frequency_string(self.dates[1] - self.dates[0])
+        self.frequency: str = str(frequency or "")
+        self.missing_dates = _as_dates(self.attrs.get("missing_dates", []), "missing_dates")
+        self.resolution: str | None = self.attrs.get("resolution")
+        fs = self.attrs.get("field_shape")
+        self.field_shape: tuple[int, ...] | None = tuple(int(s) for s in fs) if fs else None
+        self.units: dict[str, str] = dict(self.attrs.get("units") or {})
+        # stores written by other tools keep the grid's native order
+        self.cell_order: str = self.attrs.get("cell_order", "native")
+
+    def _array(self, name: str, why: str) -> zarr.Array:
+        node = self._group.get(name)
+        if not isinstance(node, zarr.Array):
+            raise StoreError(f"{self.path} has no `{name}` array: {why}")
+        return node
+
+    def _read_dates(self) -> np.ndarray:
+        array = self._array("dates", "not an anemoi-datasets store")
+        values = array[...]
+        if values.dtype.kind == "M":
+            return values.astype("datetime64[s]")
+        units = str(array.attrs.get("units", ""))
+        if values.dtype.kind in "iu" and units.startswith("seconds since 1970-01-01"):
+            return values.astype("int64").astype("datetime64[s]")
+        raise StoreError(f"{self.path}: `dates` has dtype {values.dtype}; expected datetime64[s]")
+
+    def __reduce__(self):
+        # reopen by path in another process (e.g. a DataLoader worker) instead of pickling zarr
+        if self._reopen:
+            return open_store, (self.path,)
+        raise TypeError(f"a Store opened from {self.path} cannot be pickled; open it by path")
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """(time, variable, ensemble, cell)."""
+        return tuple(int(s) for s in self._data.shape)
+
+    @cached_property
+    def latitudes(self) -> np.ndarray:
+        return np.asarray(self._group["latitudes"][...], dtype=np.float64)
+
+    @cached_property
+    def longitudes(self) -> np.ndarray:
+        return np.asarray(self._group["longitudes"][...], dtype=np.float64)
+
+    @cached_property
+    def native_index(self) -> np.ndarray | None:
+        """(cell,) int64 position of each cell in the native order; None if not stored."""
+        if "native_index" not in self._group:
+            return None
+        return np.asarray(self._group["native_index"][...], dtype=np.int64)
+
+    @cached_property
+    def statistics(self) -> _Statistics:
+        """Per-variable (variable,) arrays stored under the names in ``STATISTICS``.
+
+        Holds only what the store has (``.get`` answers None for the rest); indexing a name
+        the store lacks raises a StoreError saying so.
+        """
+        out = _Statistics(self.path)
+        for name in STATISTICS:
+            if name in self._group:
+                values = np.asarray(self._group[name][...])
+                if values.shape != (len(self.variables),):
+                    raise StoreError(f"{self.path}: `{name}` has shape {values.shape}, "
+                                     f"expected ({len(self.variables)},)")
+                out[name] = values
+        return out
+
+    def variable_index(self, names: Sequence[str]) -> list[int]:
+        """Positions of `names` on the variable axis."""
+        index = {v: i for i, v in enumerate(self.variables)}
+        missing = [n for n in names if n not in index]
+        if missing:
+            raise StoreError(f"{self.path} has no variables {missing}; available: {self.variables}")
+        return [index[n] for n in names]
+
+    def time_index(self, dates) -> np.ndarray:
+        """Positions of `dates` (datetime64 or ISO strings) on the time axis, (n,) int64."""
+        dates = _as_dates(dates, "dates")
+        pos = np.searchsorted(self.dates, dates)  # anemoi dates are sorted
+        found = (pos < len(self.dates))
+        found &= self.dates[np.minimum(pos, len(self.dates) - 1)] == dates
+        if not found.all():
+            raise StoreError(
+                f"{self.path} has no dates {_list_dates(dates[~found])}; it covers "
+                f"{iso(self.dates[0])} to {iso(self.dates[-1])} every {self.frequency}"
+            )
+        return pos.astype(np.int64)
+
+    def read(
+        self,
+        time: int | slice | np.ndarray,
+        variables: Sequence[str] | None = None,
+        cells: slice | np.ndarray | None = None,
+        ensemble: int | slice | None = None,
+    ) -> np.ndarray:
+        """(time, variable, ensemble, cell) float32; integer keys keep their axis (length 1).
+
+        Every axis is indexed orthogonally, so only the chunks holding the selection are
+        fetched: a contiguous `cells` slice touches the chunks overlapping it, an index array
+        the chunks containing its cells.
+        """
+        var = slice(None) if variables is None else np.asarray(self.variable_index(variables))
+        key = (
+            _axis_key(time, self.shape[0], "time"),
+            var,
+            _axis_key(ensemble, self.n_ensemble, "ensemble"),
+            _axis_key(cells, self.n_cells, "cell"),
+        )
+        return np.asarray(self._data.oindex[key], dtype=np.float32)
+
+    def __repr__(self) -> str:
+        return (f"Store({self.path!r}, shape={self.shape}, variables={self.variables}, "
+                f"dates={iso(self.dates[0])}..{iso(self.dates[-1])}/{self.frequency}, "
+                f"cell_order={self.cell_order})")
+
+
+class _Statistics(dict):
+    """A dict of statistics whose missing entries raise a StoreError naming the fix."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+
+    def __missing__(self, name: str):
+        raise StoreError(f"{self.path} has no `{name}` statistics array; "
+                         "recompute them with RunningStats")
+
+
+def _axis_key(key, size: int, axis: str):
+    """A zarr orthogonal-indexing key for one axis; an int becomes a length-1 slice."""
+    if key is None:
+        return slice(None)
+    if isinstance(key, slice):
+        return key
+    if np.ndim(key) == 0:
+        i = operator.index(key)
+        if not -size <= i < size:
+            raise IndexError(f"{axis} index {i} is out of range for {size} {axis} entries")
+        i %= size
+        return slice(i, i + 1)
+    return np.asarray(key)
