@@ -10,18 +10,19 @@ cd "$(dirname "$0")/.."
 want_tests=0
 [ "${1:-}" = "--test" ] && want_tests=1
 
-# --- Debian packages: real terrain (ETOPO5) for the benchmark --------------------------
-if [ ! -f /usr/share/ferret-vis/data/etopo5.cdf ]; then
-  if [ "$(id -u)" = 0 ]; then
-    echo "setup: installing ferret-datasets (ETOPO5 terrain)"
-    apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      ferret-datasets >/dev/null
-  else
-    echo "setup: ETOPO5 missing: run 'sudo apt-get install --no-install-recommends ferret-datasets'" >&2
+apt_updated=0
+apt_install() {  # apt_install PACKAGE...: Debian packages, without their recommends
+  if [ "$(id -u)" != 0 ]; then
+    echo "setup: missing Debian packages: run 'sudo apt-get install --no-install-recommends $*'" >&2
     exit 1
   fi
-fi
+  [ "$apt_updated" = 1 ] || { apt-get update -qq >/dev/null; apt_updated=1; }
+  echo "setup: installing $*"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# --- Debian packages: real terrain (ETOPO5) for the benchmark --------------------------
+[ -f /usr/share/ferret-vis/data/etopo5.cdf ] || apt_install ferret-datasets
 
 # --- Python environment ------------------------------------------------------------------
 PY="${PYTHON:-python3}"
@@ -43,5 +44,6 @@ pip install -e ".[$extras]" 2>&1 | grep -v -e "^WARNING: Location" -e "^$" || tr
 
 # --- test-only references ---------------------------------------------------------------
 if [ "$want_tests" = 1 ]; then
+  command -v cmake >/dev/null 2>&1 || apt_install cmake
   bash scripts/fetch_testdata.sh
 fi

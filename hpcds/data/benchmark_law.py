@@ -46,6 +46,9 @@ E(k) ∝ k^−β (β = `benchmark.noise_slope`), and k_m is drawn from E restric
 so the expected spectrum is exactly ∝ k^−β on the band while every scale gets modes. x is the
 position in the tangent plane at the HR domain's centre (orthographic, metres) for regional
 grids, R·(unit vector) in 3-D for global ones (directions uniform on the circle/sphere).
+On the sphere a 3-D plane wave's local wavenumber is |k| sin θ (θ: angle between k and the
+local vertical), so global noise also has some power at wavelengths longer than 2 Δ_LR; the
+spectrum is exact only for regional grids.
 A field is a function of its key only — (seed, stream, sub-seed, date index, variable, member)
 → `np.random.default_rng` — and is evaluated pointwise, so any cell subset (a shard) gets
 exactly the slice of the full field. The truth uses stream 0, the oracle stream 1.
@@ -98,7 +101,7 @@ def heavy_tail(z: np.ndarray, tail_strength: float) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- noise
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class NoiseSpace:
     """Where noise fields live: positions (n_hr, d) in metres (d = 2: tangent plane of a
     regional grid, d = 3: R·unit vectors of a global one) and the band [k_min, k_max] (rad/m)
@@ -113,25 +116,34 @@ class NoiseSpace:
     @classmethod
     def for_grid(cls, grid: Grid, lr_spacing_m: float, hr_spacing_m: float, slope: float,
                  modes: int) -> "NoiseSpace":
+        """k_min = π/Δ_LR (wavelength 2 LR spacings), k_max = π/Δ_HR (the HR Nyquist), from
+        typical spacings in metres. A regional grid within 60° of its centre uses its tangent
+        plane (distortion < 1 − cos 60° there); wider ones, like global grids, use 3-D
+        positions, since the orthographic projection folds beyond 90°."""
         xyz = grid.unit_vectors()
-        if grid.is_global:
-            positions = EARTH_RADIUS_M * xyz
+        plane = tangent_plane(xyz) if not grid.is_global else None
+        if plane is not None and plane[1] >= np.cos(np.deg2rad(60.0)):
+            positions = EARTH_RADIUS_M * plane[0]
         else:
-            positions = EARTH_RADIUS_M * tangent_plane(xyz)
+            positions = EARTH_RADIUS_M * xyz
         return cls(positions, np.pi / lr_spacing_m, np.pi / hr_spacing_m, float(slope),
                    int(modes))
 
 
-def tangent_plane(xyz: np.ndarray) -> np.ndarray:
-    """(n, 2) orthographic (east, north) coordinates, on the unit sphere, of unit vectors
-    (n, 3) in the plane tangent at their normalised mean."""
+def tangent_plane(xyz: np.ndarray) -> tuple[np.ndarray, float]:
+    """Orthographic (east, north) coordinates (n, 2), on the unit sphere, of unit vectors
+    (n, 3) in the plane tangent at their normalised mean c, and min(x·c) (the cosine of the
+    largest angle from c)."""
     centre = xyz.mean(axis=0)
-    centre /= np.linalg.norm(centre)
+    norm = np.linalg.norm(centre)
+    if norm < 1e-9:  # points all around the sphere: no tangent plane fits
+        return np.zeros((xyz.shape[0], 2)), -1.0
+    centre /= norm
     lon0 = np.arctan2(centre[1], centre[0])
     lat0 = np.arcsin(centre[2])
     east = np.array([-np.sin(lon0), np.cos(lon0), 0.0])
     north = np.array([-np.sin(lat0) * np.cos(lon0), -np.sin(lat0) * np.sin(lon0), np.cos(lat0)])
-    return np.stack([xyz @ east, xyz @ north], axis=-1)
+    return np.stack([xyz @ east, xyz @ north], axis=-1), float((xyz @ centre).min())
 
 
 def _power_law_integral(a: np.ndarray, b: np.ndarray, slope: float) -> np.ndarray:
@@ -211,11 +223,12 @@ def evaluate_modes(positions: np.ndarray, wavevectors: np.ndarray, phase: np.nda
 
 def noise_key(seed: int, stream: int, sub_seed: int, date_index: int, variable: int,
               member: int) -> list[int]:
+    """The `np.random.default_rng` seed of one noise field (SeedSequence entropy)."""
     return [int(seed), int(stream), int(sub_seed), int(date_index), int(variable), int(member)]
 
 
 # ----------------------------------------------------------------------------- large scale
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Waves:
     """Travelling waves A cos²φ e^{−((φ−φ_c)/w)²} cos(m λ − ω t + α); arrays (n_waves,)."""
 
@@ -253,7 +266,7 @@ class Waves:
         return gauss, envelope, d_envelope, np.cos(theta), np.sin(theta)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LargeScale:
     """The analytic LR state (see the module docstring); `psi_waves` amplitudes are in m²/s."""
 
@@ -372,7 +385,7 @@ class FineScale:
         return out
 
 
-@dataclass
+@dataclass(eq=False)
 class LawGeometry:
     """Grids, terrain and operators the law needs (all cells, SFC order).
 
@@ -402,7 +415,7 @@ def cell_index(cells, n: int):
     return np.asarray(cells, dtype=np.int64)
 
 
-@dataclass
+@dataclass(eq=False)
 class BenchmarkLaw:
     """p(HR | LR) of the benchmark plus the LR trajectory, on fixed grids and dates.
 

@@ -25,17 +25,20 @@ import scipy.sparse as sp
 from scipy.spatial import ConvexHull, Delaunay, cKDTree
 
 from hpcds.errors import GridError
+from hpcds.grids.cache import cached_arrays
 from hpcds.grids.geometry import Grid, lonlat_to_xyz
 
 _CHUNK = 1 << 16  # destinations per batch
 _CANDIDATES = (8, 64, 512)  # nearest-centroid triangles tried, widening for the hard cases
+_PAIRS = 1 << 20  # (point, candidate triangle) pairs per batch: ~75 MB of temporaries
 _INSIDE = -1e-12  # smallest weight still counted as inside (rounding)
 # A destination outside a regional source by less than this fraction of a cell (smallest
 # weight >= -_EDGE) is taken as on its edge: HR rows on the LR grid's edge row fall slightly
 # outside the triangulation because latitude circles are not great circles (the gap is
 # ~ h·Δλ·sin φ / 8, below 1% of a cell for LR spacings up to 5°).
 _EDGE = 0.05
-_DUST = 1e-13  # weights below this are rounding noise of a point on a vertex or an edge
+_DUST = 1e-9  # weights below this are rounding noise of a point on a vertex or an edge
+# (the triple products lose ~eps/h relative precision; a 1e-9 weight changes nothing)
 
 
 @dataclass(frozen=True, eq=False)
@@ -127,50 +130,63 @@ def _weights(tri: _Triangulation, p: np.ndarray, cand: np.ndarray
     return w, np.where(ok, w.min(axis=2), -np.inf)
 
 
-def _best(tri: _Triangulation, p: np.ndarray, cand: np.ndarray
-          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Most-interior candidate per point: triangle (m,), weights (m, 3), smallest weight."""
-    w, low = _weights(tri, p, cand)
-    pick = np.argmax(low, axis=1)  # first of equals: deterministic
-    rows = np.arange(p.shape[0])
-    return cand[rows, pick], w[rows, pick], low[rows, pick]
+def _try(tri: _Triangulation, p: np.ndarray, idx: np.ndarray, cand: np.ndarray,
+         triangle: np.ndarray, weights: np.ndarray, low: np.ndarray) -> None:
+    """Give points `idx` their most interior triangle among `cand` (len(idx), k) where it
+    beats the one they have (in place). Ties go to the first candidate: deterministic."""
+    w, lo = _weights(tri, p[idx], cand)
+    pick = np.argmax(lo, axis=1)
+    rows = np.arange(idx.size)
+    better = lo[rows, pick] > low[idx]
+    hit, pick = idx[better], pick[better]
+    triangle[hit] = cand[rows[better], pick]
+    weights[hit] = w[rows[better], pick]
+    low[hit] = lo[rows[better], pick]
+
+
+def _try_nearest(tri: _Triangulation, p: np.ndarray, idx: np.ndarray, k: int,
+                 triangle: np.ndarray, weights: np.ndarray, low: np.ndarray) -> None:
+    """`_try` the k triangles with the nearest centroids, in batches of bounded memory."""
+    step = max(1, _PAIRS // k)
+    for a in range(0, idx.size, step):
+        sub = idx[a:a + step]
+        _, cand = tri.tree.query(p[sub], k=k)
+        _try(tri, p, sub, np.asarray(cand).reshape(sub.size, k), triangle, weights, low)
 
 
 def _locate(tri: _Triangulation, p: np.ndarray
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Triangle (m,), weights (m, 3) and smallest weight (m,) of each point p (m, 3)."""
+    """Triangle (m,), weights (m, 3) and smallest weight (m,) of each point p (m, 3); the
+    smallest weight is < 0 only for points outside (or on the edge of) a regional source."""
     m, n_tri = p.shape[0], tri.vertices.shape[0]
     triangle = np.zeros(m, dtype=np.int64)
     weights = np.zeros((m, 3))
     low = np.full(m, -np.inf)
     todo = np.arange(m)
-    for k in _CANDIDATES:
+    for attempt, k in enumerate(_CANDIDATES):
         k = min(k, n_tri)
-        _, cand = tri.tree.query(p[todo], k=k)
-        t, w, lo = _best(tri, p[todo], np.asarray(cand).reshape(todo.size, k))
-        better = lo > low[todo]
-        triangle[todo[better]], weights[todo[better]], low[todo[better]] = (
-            t[better], w[better], lo[better])
+        _try_nearest(tri, p, todo, k, triangle, weights, low)
         todo = todo[low[todo] < _INSIDE]
+        if attempt == 0 and tri.planar is not None and todo.size:
+            # a point outside a regional source (or a hair outside its edge) has no better
+            # triangle to find: only points inside it go on searching
+            todo = todo[tri.planar.find_simplex(_gnomonic(p[todo], tri.frame)) >= 0]
         if todo.size == 0 or k == n_tri:
             break
     if todo.size and tri.planar is not None:
-        # points still far from every candidate: the planar Delaunay knows for sure whether
-        # they are inside the regional source (brute force: the answer must not depend on
-        # the order of the points, as a walk from the previous point's simplex would)
-        todo = todo[low[todo] < -_EDGE]
+        # inside, yet in none of the candidates: take the planar Delaunay's simplex
+        # (brute force: a walk would start from the previous point's simplex, making the
+        # answer depend on which other points are in the batch)
         found = tri.planar.find_simplex(_gnomonic(p[todo], tri.frame), bruteforce=True)
-        hit = todo[found >= 0]
-        if hit.size:
-            w, lo = _weights(tri, p[hit], found[found >= 0][:, None])
-            triangle[hit], weights[hit], low[hit] = found[found >= 0], w[:, 0], lo[:, 0]
+        hit = found >= 0
+        _try(tri, p, todo[hit], found[hit][:, None], triangle, weights, low)
     elif todo.size:
         # global source: every point is in some triangle; search them all (rare)
-        step = max(1, (1 << 22) // n_tri)
+        step = max(1, _PAIRS // n_tri)
         for a in range(0, todo.size, step):
-            idx = todo[a:a + step]
-            all_tri = np.broadcast_to(np.arange(n_tri), (idx.size, n_tri))
-            triangle[idx], weights[idx], low[idx] = _best(tri, p[idx], all_tri)
+            sub = todo[a:a + step]
+            every = np.broadcast_to(np.arange(n_tri), (sub.size, n_tri))
+            _try(tri, p, sub, every, triangle, weights, low)
     return triangle, weights, low
 
 
@@ -216,3 +232,25 @@ def interpolation_matrix(src: Grid, dst: Grid, rows: tuple[int, int] | None = No
     matrix.eliminate_zeros()
     matrix.sort_indices()
     return matrix
+
+
+def cached_interpolation_matrix(src: Grid, dst: Grid, rows: tuple[int, int] | None = None,
+                                cache_dir=None) -> sp.csr_matrix:
+    """`interpolation_matrix` through the disk cache of `hpcds.grids.cache` (None: none)."""
+    start, stop = (0, dst.size) if rows is None else (int(rows[0]), int(rows[1]))
+
+    def build() -> dict[str, np.ndarray]:
+        m = interpolation_matrix(src, dst, (start, stop))
+        return {"data": m.data, "indices": m.indices, "indptr": m.indptr}
+
+    def check(arrays: dict[str, np.ndarray]) -> None:
+        indptr, indices = arrays["indptr"], arrays["indices"]
+        if (indptr.shape != (stop - start + 1,) or indptr[-1] != indices.size
+                or arrays["data"].shape != indices.shape
+                or (indices.size and indices.max() >= src.size)):
+            raise ValueError("inconsistent interpolation matrix arrays")
+
+    arrays = cached_arrays("interp", {"src": src, "dst": dst, "rows": (start, stop)}, build,
+                           cache_dir, check=check)
+    return sp.csr_matrix((arrays["data"], arrays["indices"], arrays["indptr"]),
+                         shape=(stop - start, src.size))

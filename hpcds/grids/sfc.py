@@ -33,23 +33,29 @@ def hilbert_index(x: np.ndarray, y: np.ndarray, order: int) -> np.ndarray:
     """Hilbert index (uint64) of integer cells (x, y) in [0, 2^order)², vectorised.
 
     The curve starts at (0, 0) and ends at (2^order - 1, 0); consecutive indices are
-    edge-adjacent cells (the classic xy2d of Hilbert's curve, one bit plane per step).
+    edge-adjacent cells. This is the classic xy2d of Hilbert's curve (one bit plane per
+    step, rotating the remaining bits into the sub-square's frame), with the rotation done
+    branch-free: "reflect" is x ^= mask, "swap" is the xor swap.
     """
-    x = np.asarray(x, dtype=np.uint64).copy()
-    y = np.asarray(y, dtype=np.uint64).copy()
-    n = np.uint64((1 << order) - 1)
+    if order > 32:
+        raise ValueError(f"order {order} > 32 does not fit the uint32 cell coordinates")
+    x = np.asarray(x, dtype=np.uint32).copy()
+    y = np.asarray(y, dtype=np.uint32).copy()
+    mask = np.uint32((1 << order) - 1)
+    one = np.uint32(1)
     d = np.zeros(x.shape, dtype=np.uint64)
     for bit in range(order - 1, -1, -1):
-        s = np.uint64(1 << bit)
-        rx = (x & s) > 0
-        ry = (y & s) > 0
-        d += np.uint64(1 << (2 * bit)) * ((3 * rx.astype(np.uint64)) ^ ry.astype(np.uint64))
-        # rotate the quadrant so that the sub-curve is in standard position
-        flip = ~ry & rx
-        x = np.where(flip, n - x, x)
-        y = np.where(flip, n - y, y)
-        swap = ~ry
-        x, y = np.where(swap, y, x), np.where(swap, x, y)
+        rx = (x >> np.uint32(bit)) & one
+        ry = (y >> np.uint32(bit)) & one
+        d |= ((rx * np.uint32(3)) ^ ry).astype(np.uint64) << np.uint64(2 * bit)
+        # lower quadrants (ry = 0) turn: the right one reflects, both swap x and y
+        not_ry = ry ^ one
+        reflect = (rx & not_ry) * mask
+        x ^= reflect
+        y ^= reflect
+        swap = (x ^ y) * not_ry
+        x ^= swap
+        y ^= swap
     return d
 
 
@@ -74,7 +80,7 @@ def sfc_keys(xyz: np.ndarray, order: int = ORDER) -> np.ndarray:
     side = 1 << order
     i = np.clip(np.floor((u + 1.0) * (side / 2.0)), 0, side - 1)
     j = np.clip(np.floor((v + 1.0) * (side / 2.0)), 0, side - 1)
-    d = hilbert_index(i.astype(np.uint64), j.astype(np.uint64), order)
+    d = hilbert_index(i.astype(np.uint32), j.astype(np.uint32), order)
     return (face.astype(np.uint64) << np.uint64(2 * order)) | d
 
 

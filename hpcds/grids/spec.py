@@ -136,7 +136,7 @@ def _lon_interval(lon: np.ndarray) -> tuple[float, float]:
 
 def describe_grid(cfg: GridConfig) -> dict:
     """Facts for `hpcds grid info`: name, kind, points, field_shape, spacing_km (with
-    spacing_definition), lat_range and lon_range of the cell centres (degrees), rings
+    spacing_basis), lat_range and lon_range of the cell centres (degrees), rings
     (octahedral), area, rotated_pole. Cheap for O2560 (no coordinates are built for global
     and regular grids)."""
     spec = parse_grid_config(cfg)
@@ -150,7 +150,7 @@ def describe_grid(cfg: GridConfig) -> dict:
         # the usual figure for reduced grids: √(mean cell area) (O2560 ≈ 4.4 km)
         info["spacing_km"] = float(np.sqrt(4 * np.pi / octahedral_size(spec.N))
                                    * EARTH_RADIUS_M / 1e3)
-        info["spacing_definition"] = "sqrt of the mean cell area"
+        info["spacing_basis"] = "sqrt of the mean cell area"
         info["lat_range"] = (float(lat[used].min()), float(lat[used].max()))
         if spec.area is None or spec.area.full_circle:
             info["lon_range"] = (0.0, float(360.0 - 360.0 / octahedral_pl(spec.N).max()))
@@ -163,7 +163,7 @@ def describe_grid(cfg: GridConfig) -> dict:
         dlat, dlon = spec.steps
         info["field_shape"] = None  # filled below
         info["spacing_km"] = float(np.deg2rad(dlat) * EARTH_RADIUS_M / 1e3)
-        info["spacing_definition"] = "latitude step"
+        info["spacing_basis"] = "latitude step"
         if spec.kind == "regular":
             rows, cols = regular_axes(dlat, dlon, spec.area)
             info["lat_range"] = (float(rows.min()), float(rows.max()))

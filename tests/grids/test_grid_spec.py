@@ -85,3 +85,11 @@ def test_unknown_names_list_the_accepted_forms():
     with pytest.raises(GridError, match=r"O<N>.*<dlat>/<dlon>"):
         grid_point_count(GridConfig(name="era5"))
 
+
+
+@pytest.mark.slow
+def test_o2560_builds():
+    # ~25 s and ~5 GB on a laptop-class CPU
+    grid = make_grid(GridConfig(name="O2560"))
+    assert grid.size == 26_306_560
+    np.testing.assert_array_equal(np.bincount(grid.native_index, minlength=grid.size), 1)

@@ -58,7 +58,6 @@ def test_area_weights_match_spherical_cap_areas():
         cap = (1.0 - np.sin(np.deg2rad(edge - 0.5))) / 2.0
         assert abs(w[lat >= edge].sum() - cap) < 1e-14
     # every cell of a row has the same weight
-    lat2d, _ = native_axes(grid)
     w2d = grid.to_native(w).reshape(grid.field_shape)
     np.testing.assert_allclose(w2d, w2d[:, :1] * np.ones_like(w2d), rtol=1e-14)
 

@@ -1,0 +1,91 @@
+"""PairedDataset: per-shard samples equal slices of the whole, statistics merge exactly,
+normalisation matches float64 references computed independently from the stores."""
+
+import json
+
+import numpy as np
+import pytest
+
+from hpcds.cli.main import main
+from hpcds.config.load import load_config
+from hpcds.data.paired import PairedDataset
+from hpcds.data.stats import RunningStats
+from hpcds.data.store import open_store
+from hpcds.grids import interpolation_matrix, make_grid, shard_ranges
+
+N_DATES = 6
+
+
+@pytest.fixture(scope="module")
+def cfg(tmp_path_factory):
+    out = tmp_path_factory.mktemp("paired")
+    overrides = [f"run.out_dir={out}", f"benchmark.n_dates={N_DATES}"]
+    assert main(["data", "benchmark", "tiny", *overrides, "--quiet"]) == 0
+    return load_config("tiny", overrides)
+
+
+def test_residual_is_hr_minus_interpolated_lr(cfg):
+    ds = PairedDataset.from_config(cfg)
+    lr, hr = open_store(cfg.data.lr_store), open_store(cfg.data.hr_store)
+    lr_grid, hr_grid = make_grid(cfg.grid.lr), make_grid(cfg.grid.hr)
+    interp = interpolation_matrix(lr_grid, hr_grid)
+    # hpcds stores are in SFC order: store cell i is grid cell i
+    x_lr = lr.read(2, cfg.data.variables)[0, :, 0].astype(np.float64)
+    x_hr = hr.read(2, cfg.data.variables)[0, :, 0].astype(np.float64)
+    expected = x_hr - (interp @ x_lr.T).T
+    np.testing.assert_allclose(ds.residual(2), expected, rtol=0, atol=1e-9)
+
+
+def test_shards_read_only_their_cells_and_match_the_whole(cfg):
+    whole = PairedDataset.from_config(cfg)
+    whole.set_normalisation(whole.residual_statistics())
+    full = whole[3]
+    for start, stop in shard_ranges(whole.hr_grid.size, 3):  # uneven: 5145 = 1715 · 3
+        part = PairedDataset.from_config(cfg, hr_cells=(start, stop))
+        assert len(part.lr_needed) < whole.lr_grid.size  # only the LR cells its rows touch
+        part.normalisation = whole.normalisation
+        sample = part[3]
+        for key in ("cond", "target", "forcings"):
+            np.testing.assert_allclose(sample[key], full[key][:, start:stop], rtol=1e-6,
+                                       atol=1e-6)
+
+
+def test_shard_statistics_merge_to_the_whole(cfg):
+    whole = PairedDataset.from_config(cfg).residual_statistics()
+    merged = RunningStats(cfg.data.variables)
+    for cells in shard_ranges(make_grid(cfg.grid.hr).size, 4):
+        merged.merge(PairedDataset.from_config(cfg, hr_cells=cells).residual_statistics())
+    np.testing.assert_allclose(merged.mean, whole.mean, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(merged.stdev, whole.stdev, rtol=1e-10)
+
+
+def test_residual_statistics_match_float64_reference(cfg):
+    ds = PairedDataset.from_config(cfg)
+    weights = ds.hr_grid.area_weights
+    residuals = np.stack([ds.residual(i) for i in range(len(ds))])  # (t, v, c)
+    w = np.broadcast_to(weights, residuals.shape)
+    mean = (residuals * w).sum(axis=(0, 2)) / w.sum(axis=(0, 2))
+    var = (((residuals - mean[None, :, None]) ** 2) * w).sum(axis=(0, 2)) / w.sum(axis=(0, 2))
+    stats = ds.residual_statistics()
+    np.testing.assert_allclose(stats.mean, mean, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(stats.stdev, np.sqrt(var), rtol=1e-9)
+
+
+def test_normalised_sample_has_unit_scale(cfg):
+    ds = PairedDataset.from_config(cfg)
+    ds.set_normalisation(ds.residual_statistics())
+    target = np.stack([ds[i]["target"] for i in range(len(ds))])
+    assert target.dtype == np.float32
+    np.testing.assert_allclose(target.mean(axis=(0, 2)), 0.0, atol=0.05)
+    np.testing.assert_allclose(target.std(axis=(0, 2)), 1.0, atol=0.1)
+
+
+def test_stats_command_writes_statistics(cfg, capsys):
+    assert main(["data", "stats", "tiny", f"run.out_dir={cfg.run.out_dir}",
+                 f"benchmark.n_dates={N_DATES}", "--quiet"]) == 0
+    saved = json.loads(open(cfg.data.stats_file).read())
+    assert saved["variables"] == cfg.data.variables and saved["n_dates"] == N_DATES
+    ds = PairedDataset.from_config(cfg)
+    stats = ds.residual_statistics()
+    np.testing.assert_allclose(saved["residual_std"], stats.stdev, rtol=1e-12)
+    assert "statistics over 6 dates" in capsys.readouterr().out
