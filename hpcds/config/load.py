@@ -24,6 +24,7 @@ from omegaconf.errors import (
     ValidationError,
 )
 
+from hpcds.atomic import atomic_write_text
 from hpcds.config.schema import HpcdsConfig
 from hpcds.config.validate import validate
 from hpcds.errors import ConfigError
@@ -180,8 +181,5 @@ def save_resolved(cfg: HpcdsConfig, directory: str | os.PathLike, name: str = "c
     """Write the resolved config beside a run's outputs, atomically."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    target = directory / name
-    tmp = directory / f".{name}.tmp-{os.getpid()}"
-    tmp.write_text(to_yaml(cfg))
-    os.replace(tmp, target)
-    return target
+    atomic_write_text(directory / name, to_yaml(cfg))
+    return directory / name

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hpcds.errors import ConfigError
+from hpcds.errors import ConfigError, UserError
 
 
 def parse_frequency(frequency: str) -> np.timedelta64:
@@ -18,8 +18,29 @@ def parse_frequency(frequency: str) -> np.timedelta64:
     raise ConfigError(f"bad frequency {frequency!r}: expected e.g. '6h', '1d'")
 
 
+def frequency_string(step: np.timedelta64) -> str:
+    """numpy.timedelta64 → the shortest of "1d", "6h", "30m", "10s"."""
+    seconds = int(step / np.timedelta64(1, "s"))
+    for suffix, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{suffix}"
+    return f"{seconds}s"
+
+
 def iso(date: np.datetime64) -> str:
-    return str(np.datetime_as_string(np.datetime64(date, "s"), unit="m"))
+    return str(np.datetime_as_string(np.datetime64(date, "s"), unit="s"))
+
+
+def as_dates(values, what: str) -> np.ndarray:
+    try:
+        return np.asarray(values, dtype="datetime64[s]").reshape(-1)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"{what} must be datetime64 values or ISO strings ({e})") from None
+
+
+def list_dates(dates: np.ndarray, limit: int = 5) -> str:
+    shown = ", ".join(iso(d) for d in dates[:limit])
+    return shown + (f", … ({len(dates)} in all)" if len(dates) > limit else "")
 
 
 def parse_date(text: str | None, key: str) -> np.datetime64 | None:
@@ -49,9 +70,8 @@ class DateReport:
         parts = []
         for name, missing in (("LR", self.missing_in_lr), ("HR", self.missing_in_hr)):
             if len(missing):
-                shown = ", ".join(iso(d) for d in missing[:3])
-                more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-                parts.append(f"{len(missing)} dates missing from the {name} store ({shown}{more})")
+                parts.append(f"{len(missing)} dates missing from the {name} store "
+                             f"({list_dates(missing, limit=3)})")
         return "; ".join(parts) or "all dates present"
 
 

@@ -26,6 +26,7 @@ from typing import Mapping
 
 import numpy as np
 
+from hpcds.data.cells import store_cells_for_grid
 from hpcds.errors import DataCheckError
 from hpcds.grids.geometry import Grid
 
@@ -35,7 +36,6 @@ FORCING_NAMES = ("orog", "lsm", "sin_lat", "cos_lat", "sin_lon", "cos_lon",
                  "sin_local_time", "cos_local_time", "sin_day_of_year", "cos_day_of_year")
 OROGRAPHY_SCALE_M = 1000.0
 DAYS_PER_YEAR = 365.25
-COORD_TOLERANCE_DEG = 1e-4
 
 
 def _cell_range(grid: Grid, cells: tuple[int, int] | None) -> tuple[int, int]:
@@ -87,27 +87,6 @@ def forcing_fields(grid: Grid, static: Mapping[str, np.ndarray], date: np.dateti
     return list(FORCING_NAMES), values.astype(np.float32)
 
 
-def _store_cells(store, grid: Grid, start: int, stop: int) -> np.ndarray:
-    """Indices in `store` of the grid's SFC cells [start, stop), after checking that the store
-    is on `grid` (same size, same coordinates)."""
-    if store.n_cells != grid.size:
-        raise DataCheckError(
-            f"the forcings store {store.path} has {store.n_cells} cells but the HR grid "
-            f"{grid.name} has {grid.size}: regenerate the forcings for grid.hr")
-    index = np.arange(start, stop) if store.cell_order == "sfc" else \
-        grid.native_index[start:stop]
-    dlat = np.abs(store.latitudes[index] - grid.latitudes[start:stop])
-    dlon = np.abs((store.longitudes[index] - grid.longitudes[start:stop] + 180.0) % 360.0
-                  - 180.0)
-    dlon = np.where(np.abs(grid.latitudes[start:stop]) > 89.999, 0.0, dlon)
-    worst = float(max(dlat.max(initial=0.0), dlon.max(initial=0.0)))
-    if worst > COORD_TOLERANCE_DEG:
-        raise DataCheckError(
-            f"the forcings store {store.path} is on another grid than grid.hr={grid.name} "
-            f"(coordinates differ by up to {worst:.3g}°): regenerate the forcings")
-    return index
-
-
 def static_forcings_from_store(store, grid: Grid, cells: tuple[int, int] | None = None
                                ) -> dict[str, np.ndarray]:
     """{"orog", "lsm"}: (b-a,) float64 for the grid's SFC cells [a, b), read from the forcings
@@ -117,7 +96,8 @@ def static_forcings_from_store(store, grid: Grid, cells: tuple[int, int] | None 
     if missing:
         raise DataCheckError(f"the forcings store {store.path} lacks {', '.join(missing)} "
                              f"(it has {', '.join(store.variables)})")
-    index = _store_cells(store, grid, start, stop)
+    index = store_cells_for_grid(store, grid, "the forcings store",
+                                 "regenerate the forcings for grid.hr", cells=(start, stop))
     if store.cell_order == "sfc":
         values = store.read(0, list(STATIC_VARIABLES), cells=slice(start, stop))
     else:

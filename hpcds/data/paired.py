@@ -20,16 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
+from hpcds.atomic import atomic_write_text
 from hpcds.config.schema import HpcdsConfig, NanPolicy
+from hpcds.data.cells import store_cells_for_grid
 from hpcds.data.dates import DateReport, iso, match_dates, parse_date, parse_frequency
 from hpcds.data.forcings import forcing_fields, static_forcings_from_store
 from hpcds.data.stats import RunningStats
 from hpcds.data.store import Store, open_store
 from hpcds.errors import DataCheckError, StoreError
 from hpcds.grids import Grid, interpolation_matrix, make_grid
-
-COORD_TOLERANCE_DEG = 1e-4
-
 
 def check_variables(store: Store, variables: list[str], role: str) -> None:
     missing = [v for v in variables if v not in store.variables]
@@ -38,27 +37,6 @@ def check_variables(store: Store, variables: list[str], role: str) -> None:
             f"variables missing from the {role} store {store.path}: {', '.join(missing)} "
             f"(it has {', '.join(store.variables)}); set data.variables or fix the store"
         )
-
-
-def store_cells_for_grid(store: Store, grid: Grid, role: str, grid_key: str) -> np.ndarray:
-    """For each cell of `grid` (SFC order) the index of that cell in `store`; verifies that the
-    store's coordinates are those of the configured grid."""
-    if store.n_cells != grid.size:
-        raise DataCheckError(
-            f"the {role} store has {store.n_cells} cells but {grid_key}={grid.name} has "
-            f"{grid.size}: set {grid_key} to the store's grid ({store.resolution})"
-        )
-    index = np.arange(grid.size) if store.cell_order == "sfc" else grid.native_index
-    dlat = np.abs(store.latitudes[index] - grid.latitudes)
-    dlon = np.abs((store.longitudes[index] - grid.longitudes + 180.0) % 360.0 - 180.0)
-    dlon = np.where(np.abs(grid.latitudes) > 89.999, 0.0, dlon)  # longitude is moot at a pole
-    worst = float(max(dlat.max(), dlon.max()))
-    if worst > COORD_TOLERANCE_DEG:
-        raise DataCheckError(
-            f"the {role} store's coordinates differ from {grid_key}={grid.name} by up to "
-            f"{worst:.3g}°: set {grid_key} to the store's grid ({store.resolution})"
-        )
-    return index
 
 
 @dataclass(frozen=True)
@@ -91,8 +69,11 @@ class PairedDataset:
         self.nan_policy = nan_policy
         start, stop = hr_cells if hr_cells is not None else (0, hr_grid.size)
         self.hr_cells = (int(start), int(stop))
-        self._lr_index = store_cells_for_grid(lr, lr_grid, "LR", "grid.lr")
-        self._hr_index = store_cells_for_grid(hr, hr_grid, "HR", "grid.hr")[start:stop]
+        self._lr_index = store_cells_for_grid(lr, lr_grid, "the LR store",
+                                              f"set grid.lr to the store's grid ({lr.resolution})")
+        self._hr_index = store_cells_for_grid(hr, hr_grid, "the HR store",
+                                              f"set grid.hr to the store's grid ({hr.resolution})",
+                                              cells=self.hr_cells)
         # (b-a, n_lr) rows of this shard; only the LR columns they touch are ever read
         interp = interpolation_matrix(lr_grid, hr_grid, rows=self.hr_cells).tocsc()
         self.lr_needed = np.flatnonzero(np.diff(interp.indptr))  # LR cells (SFC) this shard uses
@@ -223,9 +204,7 @@ class PairedDataset:
                    "hr_store": str(self.hr.path), "dates": [iso(self.dates[0]),
                                                             iso(self.dates[-1])],
                    "n_dates": len(self.dates)}
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(payload, indent=2))
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(payload, indent=2))
         return path
 
     # ---------------------------------------------------------------- samples

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from hpcds.data.atomic import atomic_write_text
+from hpcds.atomic import atomic_write_text
 
 _STATE = ("count", "shift", "shifted_mean", "m2", "minimum", "maximum", "sums", "squares")
 

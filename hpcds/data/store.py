@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from hpcds.data.atomic import exists_error, publish_dir, remove_path, temp_sibling
-from hpcds.data.dates import parse_frequency
+from hpcds.atomic import exists_error, publish_dir, remove_path, temp_sibling
+from hpcds.data.dates import as_dates, frequency_string, iso, list_dates, parse_frequency
 from hpcds.data.stats import RunningStats
 from hpcds.errors import StoreError
 from hpcds.grids.geometry import Grid
@@ -40,31 +40,6 @@ _STATS_BLOCK = 1 << 20  # cells per statistics update: bounds the float64 tempor
 
 
 # ------------------------------------------------------------------------------- helpers
-
-
-def frequency_string(step: np.timedelta64) -> str:
-    """numpy.timedelta64 → the shortest of "1d", "6h", "30m", "10s"."""
-    seconds = int(step / np.timedelta64(1, "s"))
-    for suffix, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds % size == 0:
-            return f"{seconds // size}{suffix}"
-    return f"{seconds}s"
-
-
-def iso(date: np.datetime64) -> str:
-    return str(np.datetime_as_string(np.datetime64(date, "s"), unit="s"))
-
-
-def _as_dates(values, what: str) -> np.ndarray:
-    try:
-        return np.asarray(values, dtype="datetime64[s]").reshape(-1)
-    except (TypeError, ValueError) as e:
-        raise StoreError(f"{what} must be datetime64 values or ISO strings ({e})") from None
-
-
-def _list_dates(dates: np.ndarray, limit: int = 5) -> str:
-    shown = ", ".join(iso(d) for d in dates[:limit])
-    return shown + (f", … ({len(dates)} in all)" if len(dates) > limit else "")
 
 
 def _add_array(group, name, values, dims, chunks=None):
@@ -115,7 +90,7 @@ def create_store(
     variables = [str(v) for v in variables]
     if not variables or len(set(variables)) != len(variables):
         raise StoreError(f"variables {variables} must be a non-empty list of distinct names")
-    dates = _as_dates(dates, "dates")
+    dates = as_dates(dates, "dates")
     step = parse_frequency(frequency)
     if len(dates) == 0:
         raise StoreError("dates is empty; a store needs at least one date")
@@ -126,10 +101,10 @@ def create_store(
             f"dates must be regular at frequency {frequency}, but {iso(dates[i])} is followed by "
             f"{iso(dates[i + 1])}; list every date and declare gaps in missing_dates"
         )
-    missing = _as_dates(missing_dates, "missing_dates")
+    missing = as_dates(missing_dates, "missing_dates")
     unknown = np.setdiff1d(missing, dates)
     if unknown.size:
-        raise StoreError(f"missing_dates {_list_dates(unknown)} are not among the store's dates")
+        raise StoreError(f"missing_dates {list_dates(unknown)} are not among the store's dates")
     units = dict(units or {})
     unknown_units = sorted(set(units) - set(variables))
     if unknown_units:
@@ -262,7 +237,7 @@ class StoreWriter:
             unwritten = self._dates[~self._written & ~self._missing]
             if unwritten.size:
                 raise StoreError(
-                    f"{self.path}: dates {_list_dates(unwritten)} were not written; write them or "
+                    f"{self.path}: dates {list_dates(unwritten)} were not written; write them or "
                     f"declare them in missing_dates"
                 )
             group = zarr.open_group(self.tmp_path, mode="r+", zarr_format=2)
@@ -344,7 +319,7 @@ class Store:
         elif not frequency and n_time > 1:
             frequency = frequency_string(self.dates[1] - self.dates[0])
         self.frequency: str = str(frequency or "")
-        self.missing_dates = _as_dates(self.attrs.get("missing_dates", []), "missing_dates")
+        self.missing_dates = as_dates(self.attrs.get("missing_dates", []), "missing_dates")
         self.resolution: str | None = self.attrs.get("resolution")
         fs = self.attrs.get("field_shape")
         self.field_shape: tuple[int, ...] | None = tuple(int(s) for s in fs) if fs else None
@@ -421,13 +396,13 @@ class Store:
 
     def time_index(self, dates) -> np.ndarray:
         """Positions of `dates` (datetime64 or ISO strings) on the time axis, (n,) int64."""
-        dates = _as_dates(dates, "dates")
+        dates = as_dates(dates, "dates")
         pos = np.searchsorted(self.dates, dates)  # anemoi dates are sorted
         found = (pos < len(self.dates))
         found &= self.dates[np.minimum(pos, len(self.dates) - 1)] == dates
         if not found.all():
             raise StoreError(
-                f"{self.path} has no dates {_list_dates(dates[~found])}; it covers "
+                f"{self.path} has no dates {list_dates(dates[~found])}; it covers "
                 f"{iso(self.dates[0])} to {iso(self.dates[-1])} every {self.frequency}"
             )
         return pos.astype(np.int64)

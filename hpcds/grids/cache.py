@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import weakref
 import zipfile
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 
+from hpcds.atomic import atomic_open
 from hpcds.grids.geometry import Grid
 
 log = logging.getLogger(__name__)
@@ -70,17 +70,8 @@ def _load(path: Path, key: str) -> dict[str, np.ndarray]:
 
 
 def _save(path: Path, key: str, arrays: dict[str, np.ndarray]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays, **{_KEY_FIELD: np.array(key)})
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "wb") as f:
+        np.savez(f, **arrays, **{_KEY_FIELD: np.array(key)})
 
 
 def cached_arrays(kind: str, params: dict, build_fn: Callable[[], dict[str, np.ndarray]],

@@ -12,7 +12,9 @@ constants are reproduced exactly.
 
 Locating p: candidates are the triangles with the nearest centroids; the one where p is most
 interior (largest smallest weight) wins, so the choice depends on p alone and per-shard rows
-equal the full matrix's rows bit for bit.
+equal the full matrix's rows bit for bit. The few points no nearby candidate contains widen
+the search; for a regional source the planar Delaunay first tells whether they are inside
+at all (outside by more than `_EDGE` of a cell is a GridError).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from hpcds.errors import GridError
 from hpcds.grids.geometry import EARTH_RADIUS_M, Grid
 from hpcds.grids.octahedral import (octahedral_coordinates, octahedral_pl,
                                     octahedral_ring_layout, octahedral_size)
-from hpcds.grids.regions import Area, parse_area
+from hpcds.grids.regions import NAMED_REGIONS, Area, parse_area
 from hpcds.grids.regular import parse_regular_name, regular_axes, regular_coordinates
 from hpcds.grids.rotated import check_pole, rotated_axes, rotated_coordinates
 from hpcds.grids.sfc import sfc_order
@@ -34,7 +34,9 @@ _ACCEPTED = ("use O<N> (octahedral reduced Gaussian, e.g. O320) or <dlat>/<dlon>
 class GridSpec:
     """A parsed, validated `GridConfig`.
 
-    kind: "octahedral" | "regular" | "rotated";  label: the `Grid.name` it builds;
+    kind: "octahedral" | "regular" | "rotated";  label: the `Grid.name` it builds, "<grid>"
+    for global grids and "<area>@<grid>" otherwise ("alps@0.25/0.25", "alps+2@1.0/1.0",
+    "pole(39.25,-162):23.265/-29.805/-24.805/19.585@0.11/0.11");
     N: octahedral N;  steps: (dlat, dlon) degrees;  area: None for global;
     pole: (lat, lon) of the rotated north pole.
     """
@@ -51,11 +53,7 @@ def parse_grid_config(cfg: GridConfig) -> GridSpec:
     """Validate `cfg` into a `GridSpec`; GridError naming the problem otherwise."""
     name = str(cfg.name).strip()
     area = parse_area(cfg.area, cfg.margin_deg)
-    label = name
-    if area is not None:
-        label += "@" + str(cfg.area).strip().lower()
-        if cfg.margin_deg:
-            label += f"+{cfg.margin_deg:g}"
+    where = _area_label(cfg) if area is not None else ""
     match = _OCTAHEDRAL.match(name)
     steps = None if match else parse_regular_name(name)
     if match is None and steps is None:
@@ -68,14 +66,22 @@ def parse_grid_config(cfg: GridConfig) -> GridSpec:
             raise GridError("rotated_pole needs a limited area: set area to N/W/S/E in rotated "
                             "coordinates, e.g. 23.265/-29.805/-24.805/19.585 (EUR-11)")
         pole = check_pole(cfg.rotated_pole)
-        label += f"|pole={pole[0]:g},{pole[1]:g}"
+        label = f"pole({pole[0]:g},{pole[1]:g}):{where}@{name}"
         return GridSpec("rotated", label, area, steps=steps, pole=pole)
+    label = f"{where}@{name}" if where else name
     if match is not None:
         N = int(match.group(1))
         if N < 1:
             raise GridError(f"grid {name!r}: N must be a positive integer, e.g. O320")
         return GridSpec("octahedral", label, area, N=N)
     return GridSpec("regular", label, area, steps=steps)
+
+
+def _area_label(cfg: GridConfig) -> str:
+    """"alps", "alps+2" (with a margin), or the canonical "N/W/S/E" of an explicit box."""
+    text = str(cfg.area).strip().lower()
+    where = text if text in NAMED_REGIONS else parse_area(text).spec()
+    return f"{where}+{cfg.margin_deg:g}" if cfg.margin_deg else where
 
 
 def native_coordinates(spec: GridSpec
@@ -134,47 +140,56 @@ def _lon_interval(lon: np.ndarray) -> tuple[float, float]:
     return float(west), float(east)
 
 
+def _describe_octahedral(spec: GridSpec, points: int) -> dict:
+    lat, _, j0, count = octahedral_ring_layout(spec.N, spec.area)
+    pl = octahedral_pl(spec.N)
+    used = count > 0
+    if spec.area is None or spec.area.full_circle:
+        lon_range = (0.0, float(360.0 - 360.0 / pl.max()))
+    else:
+        lon_range = (float((360.0 * j0 / pl)[used].min()),
+                     float((360.0 * (j0 + count - 1) / pl)[used].max()))
+    return {
+        "field_shape": (points,),
+        "rings": int(used.sum()),
+        # the usual figure for reduced grids: √(mean cell area) (O2560 ≈ 4.4 km)
+        "spacing_km": float(np.sqrt(4 * np.pi / octahedral_size(spec.N))
+                            * EARTH_RADIUS_M / 1e3),
+        "spacing_basis": "sqrt of the mean cell area",
+        "lat_range": (float(lat[used].min()), float(lat[used].max())),
+        "lon_range": lon_range,
+    }
+
+
+def _describe_rectangular(spec: GridSpec) -> dict:
+    dlat, dlon = spec.steps
+    info = {"spacing_km": float(np.deg2rad(dlat) * EARTH_RADIUS_M / 1e3),
+            "spacing_basis": "latitude step"}
+    if spec.kind == "regular":
+        rows, cols = regular_axes(dlat, dlon, spec.area)
+        info["lat_range"] = (float(rows.min()), float(rows.max()))
+        info["lon_range"] = (float(cols.min()), float(cols.max()))
+    else:  # the geographic extent of a rotated grid needs its coordinates (small grids)
+        rows, cols = rotated_axes(dlat, dlon, spec.area)
+        lat, lon, _, _ = native_coordinates(spec)
+        info["lat_range"] = (float(lat.min()), float(lat.max()))
+        info["lon_range"] = _lon_interval(lon)
+        info["rotated_pole"] = spec.pole
+    return {"field_shape": (rows.size, cols.size), **info}
+
+
 def describe_grid(cfg: GridConfig) -> dict:
-    """Facts for `hpcds grid info`: name, kind, points, field_shape, spacing_km (with
-    spacing_basis), lat_range and lon_range of the cell centres (degrees), rings
-    (octahedral), area, rotated_pole. Cheap for O2560 (no coordinates are built for global
-    and regular grids)."""
+    """Facts for `hpcds grid info`: name, kind, points, field_shape, rings (octahedral),
+    spacing_km (and spacing_basis: how it is measured), lat_range and lon_range of the cell
+    centres in degrees, rotated_pole (rotated), is_global, area. Cheap for O2560: no
+    coordinates are built except for rotated grids."""
     spec = parse_grid_config(cfg)
     points = grid_point_count(cfg)
     info: dict = {"name": spec.label, "kind": spec.kind, "points": points}
     if spec.kind == "octahedral":
-        lat, _, j0, count = octahedral_ring_layout(spec.N, spec.area)
-        used = count > 0
-        info["field_shape"] = (points,)
-        info["rings"] = int(used.sum())
-        # the usual figure for reduced grids: √(mean cell area) (O2560 ≈ 4.4 km)
-        info["spacing_km"] = float(np.sqrt(4 * np.pi / octahedral_size(spec.N))
-                                   * EARTH_RADIUS_M / 1e3)
-        info["spacing_basis"] = "sqrt of the mean cell area"
-        info["lat_range"] = (float(lat[used].min()), float(lat[used].max()))
-        if spec.area is None or spec.area.full_circle:
-            info["lon_range"] = (0.0, float(360.0 - 360.0 / octahedral_pl(spec.N).max()))
-        else:
-            pl = octahedral_pl(spec.N)
-            west = (360.0 * j0 / pl)[used].min()
-            east = (360.0 * (j0 + count - 1) / pl)[used].max()
-            info["lon_range"] = (float(west), float(east))
+        info.update(_describe_octahedral(spec, points))
     else:
-        dlat, dlon = spec.steps
-        info["field_shape"] = None  # filled below
-        info["spacing_km"] = float(np.deg2rad(dlat) * EARTH_RADIUS_M / 1e3)
-        info["spacing_basis"] = "latitude step"
-        if spec.kind == "regular":
-            rows, cols = regular_axes(dlat, dlon, spec.area)
-            info["lat_range"] = (float(rows.min()), float(rows.max()))
-            info["lon_range"] = (float(cols.min()), float(cols.max()))
-        else:
-            lat, lon, _, _ = native_coordinates(spec)
-            rows, cols = rotated_axes(dlat, dlon, spec.area)
-            info["lat_range"] = (float(lat.min()), float(lat.max()))
-            info["lon_range"] = _lon_interval(lon)
-            info["rotated_pole"] = spec.pole
-        info["field_shape"] = (rows.size, cols.size)
+        info.update(_describe_rectangular(spec))
     west, east = info["lon_range"]
     if east > 360.0:  # a box across 0°E, e.g. 350..380: show it as -10..20
         info["lon_range"] = (west - 360.0, east - 360.0)

@@ -55,7 +55,10 @@ def test_labels_tell_grids_apart():
     names = {make_grid(cfg).name for cfg in CONFIGS}
     assert len(names) == len(CONFIGS)
     assert grid_from_name("O32").name == "O32"
-    assert grid_from_name("1.0/1.0", "alps").name == "1.0/1.0@alps"
+    # "<area>@<grid>": the part after the last "@" is the grid name (store attributes use it)
+    assert grid_from_name("1.0/1.0", "alps").name == "alps@1.0/1.0"
+    assert make_grid(GridConfig(name="O96", area="alps", margin_deg=2)).name == "alps+2@O96"
+    assert grid_from_name("0.5/0.5", "49.0/4/43/17.00").name == "49/4/43/17@0.5/0.5"
 
 
 def test_describe_o2560_without_building_it():

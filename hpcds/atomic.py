@@ -9,6 +9,7 @@ one filesystem.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -32,23 +33,29 @@ def exists_error(path: str | os.PathLike) -> StoreError:
     return StoreError(f"{path} exists; pass --overwrite (or overwrite=True) to replace it")
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write `text` to `path` through a temporary sibling and ``os.replace``.
-
-    A reader sees either the old file or the complete new one, never a truncated one.
-    """
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w"):
+    """Open a temporary sibling of `path` for writing; on a clean exit it is flushed, synced
+    and renamed over `path`, on an exception removed. A reader sees either the old file or the
+    complete new one, never a truncated one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_sibling(path)
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
+        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())  # the rename must not reach the disk before the data does
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write `text` to `path` atomically (see `atomic_open`)."""
+    with atomic_open(path, "w") as f:
+        f.write(text)
 
 
 def remove_path(path: str | os.PathLike) -> None:
