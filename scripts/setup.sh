@@ -39,7 +39,7 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
 fi
 extras="mpi,grib"
 [ "$want_tests" = 1 ] && extras="$extras,test"
-pip install -e ".[$extras]" 2>&1 | grep -v -e "^WARNING: Location" -e "^$" || true
+pip install -e ".[$extras]" >.venv/setup.log 2>&1 || { cat .venv/setup.log >&2; exit 1; }
 .venv/bin/python -c "import hpcds, torch, zarr; print(f'setup: hpcds {hpcds.__version__}, torch {torch.__version__}, zarr {zarr.__version__}')"
 
 # --- test-only references ---------------------------------------------------------------

@@ -65,10 +65,8 @@ class GridConfig:
 
 @dataclass
 class GridsConfig:
-    hr: GridConfig = field(default_factory=lambda: GridConfig(name="0.125/0.125", area="alps"))
-    lr: GridConfig = field(
-        default_factory=lambda: GridConfig(name="1.0/1.0", area="alps", margin_deg=2.0)
-    )
+    hr: GridConfig = field(default_factory=lambda: GridConfig(name="O96"))
+    lr: GridConfig = field(default_factory=lambda: GridConfig(name="O24"))
     cache_dir: str = "${run.out_dir}/graphs"  # built graphs and interpolation matrices
     knn: int = 4  # neighbours per destination node in kNN graphs
 
@@ -110,9 +108,7 @@ class ModelConfig:
     num_heads: int = 4
     processor_layers: int = 2
     window: int = 64  # sliding-window attention width over SFC-ordered hidden nodes
-    hidden_grid: GridConfig = field(
-        default_factory=lambda: GridConfig(name="0.5/0.5", area="alps")
-    )
+    hidden_grid: GridConfig = field(default_factory=lambda: GridConfig(name="O48"))
     encoder_knn: int = 8
     decoder_knn: int = 4
     backend: Backend = Backend.reference

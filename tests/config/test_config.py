@@ -4,9 +4,10 @@ import dataclasses
 
 import pytest
 
-from hpcds.config.load import load_config, save_resolved, to_yaml
+from hpcds.config.load import load_config, preset_names, save_resolved, to_yaml
 from hpcds.config.schema import HpcdsConfig, NanPolicy, Solver
 from hpcds.errors import ConfigError
+from hpcds.grids import make_grid
 
 
 def test_tiny_preset_fills_the_schema():
@@ -80,3 +81,11 @@ def test_resolved_config_round_trips(tmp_path):
     again = load_config(str(saved))
     assert to_yaml(again) == to_yaml(cfg)
     assert not list(tmp_path.glob(".*tmp*"))  # atomic write left no temporary behind
+
+
+@pytest.mark.parametrize("preset", preset_names())
+def test_every_preset_validates_and_its_grids_build(preset):
+    cfg = load_config(preset)
+    hr, lr = make_grid(cfg.grid.hr), make_grid(cfg.grid.lr)
+    assert hr.size > lr.size > 0
+    assert make_grid(cfg.model.hidden_grid).size > 0
