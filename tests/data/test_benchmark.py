@@ -13,6 +13,7 @@ from scipy import stats
 from scipy.fft import dctn
 from scipy.integrate import quad
 
+from hpcds.config.load import load_config
 from hpcds.config.schema import GridConfig, HpcdsConfig
 from hpcds.data.benchmark import build_law, generate_benchmark, oracle_sample
 from hpcds.data.benchmark_law import (
@@ -37,15 +38,9 @@ PRECIP_ENHANCEMENT, PRECIP_LOG_STD = 0.5, 0.6
 
 
 def benchmark_config(tmp: Path, **benchmark) -> HpcdsConfig:
-    """The default (tiny) benchmark: HR Alps 0.125°, LR 1° with a 2° margin, 40 dates."""
-    cfg = HpcdsConfig()
-    cfg.data.lr_store = str(tmp / "lr.zarr")
-    cfg.data.hr_store = str(tmp / "hr.zarr")
-    cfg.data.forcings_store = str(tmp / "forcings.zarr")
-    cfg.data.stats_file = str(tmp / "statistics.json")
-    for key, value in benchmark.items():
-        setattr(cfg.benchmark, key, value)
-    return cfg
+    """The tiny preset's benchmark: HR Alps 0.125°, LR 1° with a 2° margin, 40 dates."""
+    return load_config("tiny", [f"run.out_dir={tmp}",
+                                *(f"benchmark.{key}={value}" for key, value in benchmark.items())])
 
 
 def read_all(store) -> np.ndarray:
