@@ -104,27 +104,34 @@ class BenchmarkConfig:
 
 @dataclass
 class ModelConfig:
-    hidden_dim: int = 64
+    """The graph encoder–processor–decoder F_θ (see hpcds/models/downscaler.py)."""
+
+    hidden_dim: int = 64  # channels of every block
     num_heads: int = 4
     processor_layers: int = 2
-    window: int = 64  # sliding-window attention width over SFC-ordered hidden nodes
+    window: int = 64  # sliding-window attention width over SFC-ordered hidden nodes (even)
+    mlp_ratio: float = 2.0  # MLP hidden width / hidden_dim
+    noise_embedding_dim: int = 64  # Fourier features of c_noise
     hidden_grid: GridConfig = field(default_factory=lambda: GridConfig(name="O48"))
-    encoder_knn: int = 8
-    decoder_knn: int = 4
-    backend: Backend = Backend.reference
+    encoder_knn: int = 4  # each HR node sends to its nearest encoder_knn hidden nodes
+    decoder_knn: int = 4  # each HR node receives from its nearest decoder_knn hidden nodes
+    backend: Backend = Backend.reference  # kernels for graph attention / window attention / LN
     activation_checkpointing: bool = False
 
 
 @dataclass
 class DiffusionConfig:
-    sigma_data: float = 1.0
-    P_mean: float = -1.2
+    """EDM (Karras et al. 2022) in the paper's symbols; see hpcds/diffusion."""
+
+    sigma_data: float = 1.0  # targets are normalised residuals: unit variance
+    P_mean: float = -1.2  # ln σ ~ N(P_mean, P_std²) during training (regime: lognormal)
     P_std: float = 1.2
     sigma_min: float = 0.002
-    sigma_max: float = 80.0
+    sigma_max: float = 80.0  # up to 1e5 for the high-noise fine-tuning regime
     rho: float = 7.0
     regime: SigmaRegime = SigmaRegime.lognormal
     deterministic: bool = False  # regression of the conditional mean (debug mode)
+    variable_weights: Optional[List[float]] = None  # per-variable loss weights; None = all 1
 
 
 @dataclass
@@ -133,13 +140,18 @@ class TrainingConfig:
     batch_size: int = 1
     lr: float = 3e-4
     weight_decay: float = 0.01
-    warmup_steps: int = 20
+    warmup_steps: int = 20  # linear warm-up, then cosine decay to lr_min at `steps`
+    lr_min: float = 1e-6
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     grad_accumulation: int = 1
     val_every: int = 50
+    val_dates: int = 4  # the last val_dates dates are held out for validation
     checkpoint_every: int = 100
     log_every: int = 10
+    run_dir: str = "${run.out_dir}/train"  # checkpoints, metrics.jsonl, config.yaml
+    resume: bool = True  # continue from run_dir's latest checkpoint when there is one
+    init_from: Optional[str] = None  # fine-tune: load weights (and EMA) from this checkpoint
 
 
 @dataclass
@@ -148,11 +160,17 @@ class SamplingConfig:
     schedule: Schedule = Schedule.karras
     steps: int = 20
     members: int = 8
+    members_per_batch: int = 4
     S_churn: float = 0.0
     S_min: float = 0.0
     S_max: float = 1e9
     S_noise: float = 1.0
+    piecewise_split: float = 1.0  # piecewise schedule: σ above this gets few steps...
+    piecewise_high_fraction: float = 0.25  # ...this fraction of them; the rest go below it
     seed: int = 0
+    checkpoint: Optional[str] = None  # default: the training run's latest checkpoint
+    use_ema: bool = True
+    output: str = "${run.out_dir}/ensemble.zarr"
 
 
 @dataclass
