@@ -1,0 +1,102 @@
+"""F_θ: the graph encoder–processor–decoder that EDM preconditions (diffusion/precond.py).
+
+    x_in, cond (B, N_hr, V), forcings (B, N_hr, F), c_noise (B,)
+      emb    = NoiseEmbedding(c_noise)                          (B, C)   → adaLN of every block
+      h_hr   = MLP([x_in, cond, forcings])                      (B, N_hr, C)
+      h_hid  = MLP(hidden-node geometry)                        (B, N_hid, C)
+      h_hid  = encoder  GraphAttentionBlock  HR → hidden        queries h_hid, keys/values h_hr
+      h_hid  = processor L × WindowAttentionBlock over SFC-ordered hidden nodes (window W)
+      h_out  = decoder  GraphAttentionBlock  hidden → HR        queries h_hr, keys/values h_hid;
+               its residual stream is h_hr, i.e. the skip from the input embedding
+      out    = Linear(modLN(h_out))                             (B, N_hr, V), zero-initialised
+At initialisation every block is the identity and the output is exactly 0 (so D = c_skip·x).
+
+Sharding hooks (applied from outside by `parallelize.py`; nothing here communicates): the
+graph index tensors, edge attributes and hidden features are non-persistent buffers to be
+replaced by shard-local ones (destination sizes are read off tensor shapes, never stored),
+and every block's `halo` module can be swapped for a halo exchange.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.autograd.profiler import record_function
+from torch.utils.checkpoint import checkpoint
+
+from hpcds.config.schema import ModelConfig
+from hpcds.models.graphs import ModelGraphs
+from hpcds.nn import GraphAttentionBlock, NoiseEmbedding, WindowAttentionBlock, get_op
+from hpcds.nn.modulation import AdaLN
+
+GRAPH_BUFFERS = ("encoder_senders", "encoder_receivers", "encoder_edge_attr",
+                 "decoder_senders", "decoder_receivers", "decoder_edge_attr", "hidden_features")
+
+
+class OutputHead(nn.Module):
+    """h (B, N, C), emb (B, E) → (B, N, V): modulated LN then a zero-initialised Linear."""
+
+    def __init__(self, dim: int, emb_dim: int, out_dim: int, norm_op):
+        super().__init__()
+        self.adaln = AdaLN(emb_dim, dim, 2)
+        self.linear = nn.Linear(dim, out_dim)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+        self.norm_op = norm_op
+
+    def forward(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.adaln(emb)
+        return self.linear(self.norm_op(h, scale, shift))
+
+
+class DownscalerNet(nn.Module):
+    def __init__(self, cfg: ModelConfig, n_vars: int, n_forcings: int, graphs: ModelGraphs):
+        super().__init__()
+        C, H = cfg.hidden_dim, cfg.num_heads
+        self.n_vars, self.n_forcings = int(n_vars), int(n_forcings)
+        self.activation_checkpointing = bool(cfg.activation_checkpointing)
+        for name in GRAPH_BUFFERS:
+            self.register_buffer(name, getattr(graphs, name), persistent=False)
+
+        self.noise_embedding = NoiseEmbedding(cfg.noise_embedding_dim, C)
+        self.input_embedding = nn.Sequential(
+            nn.Linear(2 * self.n_vars + self.n_forcings, C), nn.SiLU(), nn.Linear(C, C))
+        self.hidden_embedding = nn.Sequential(
+            nn.Linear(graphs.hidden_features.shape[1], C), nn.SiLU(), nn.Linear(C, C))
+        block = dict(dim=C, heads=H, mlp_ratio=cfg.mlp_ratio, emb_dim=C, backend=cfg.backend)
+        edge_dim = graphs.encoder_edge_attr.shape[1]
+        self.encoder = GraphAttentionBlock(edge_dim=edge_dim, **block)
+        self.processor = nn.ModuleList(
+            WindowAttentionBlock(window=cfg.window, **block) for _ in range(cfg.processor_layers))
+        self.decoder = GraphAttentionBlock(edge_dim=edge_dim, **block)
+        self.head = OutputHead(C, C, self.n_vars, get_op("modulated_layer_norm", cfg.backend))
+
+    def forward(self, x_in: torch.Tensor, cond: torch.Tensor, forcings: torch.Tensor,
+                c_noise: torch.Tensor) -> torch.Tensor:
+        """x_in = c_in·x_noisy, cond (B, N_hr, V), forcings (B, N_hr, F), c_noise (B,)
+        → (B, N_hr, V)."""
+        B, N, _ = x_in.shape
+        if (x_in.shape[-1] != self.n_vars or cond.shape != x_in.shape
+                or forcings.shape != (B, N, self.n_forcings) or c_noise.shape != (B,)):
+            raise ValueError(
+                f"expected x_in/cond (B, N, {self.n_vars}), forcings (B, N, {self.n_forcings}),"
+                f" c_noise (B,); got {tuple(x_in.shape)}, {tuple(cond.shape)}, "
+                f"{tuple(forcings.shape)}, {tuple(c_noise.shape)}")
+        emb = self.noise_embedding(c_noise)  # (B, C)
+        h_hr = self.input_embedding(torch.cat([x_in, cond, forcings], dim=-1))
+        h_hid = self.hidden_embedding(self.hidden_features.to(h_hr.dtype))  # (N_hid, C)
+        h_hid = h_hid.unsqueeze(0).expand(B, -1, -1)
+
+        with record_function("encoder"):
+            h_hid = self.encoder(h_hid, h_hr, emb, self.encoder_senders,
+                                 self.encoder_receivers, self.encoder_edge_attr)
+        with record_function("processor"):
+            for blk in self.processor:
+                if self.activation_checkpointing and torch.is_grad_enabled():
+                    h_hid = checkpoint(blk, h_hid, emb, use_reentrant=False)
+                else:
+                    h_hid = blk(h_hid, emb)
+        with record_function("decoder"):
+            h_out = self.decoder(h_hr, h_hid, emb, self.decoder_senders,
+                                 self.decoder_receivers, self.decoder_edge_attr)
+        return self.head(h_out, emb)

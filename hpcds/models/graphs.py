@@ -1,0 +1,98 @@
+"""The model's graphs as torch tensors: encoder HR → hidden, decoder hidden → HR.
+
+Hidden nodes are `make_grid(cfg.hidden_grid)` (SFC order, like every node set).
+  encoder: every HR node SENDS to its `encoder_knn` nearest hidden nodes — the transpose of
+           knn_graph(src=hidden, dst=HR, k), re-sorted by receiver (hidden node), with edge
+           attributes recomputed for the new direction (the HR node seen from the hidden node).
+           A hidden node nearest to no HR node has no incoming edge (the op gives it 0).
+  decoder: every HR node RECEIVES from its `decoder_knn` nearest hidden nodes.
+Edge attributes [east, north, distance] (radians) are divided by a per-graph length scale
+(the longest edge of that graph), so they are O(1) on every grid from 100 km to 4 km. The
+scale comes from the FULL graph: a shard uses the same ModelGraphs fields, sliced.
+
+Hidden-node features are the unit vectors (x, y, z), standardised per component over the
+hidden grid: O(1) with structure even on a small limited-area domain, where raw xyz barely
+varies.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from hpcds.config.schema import ModelConfig
+from hpcds.grids import Graph, Grid, cached_graph, knn_graph, make_grid
+from hpcds.grids.graph import edge_attributes
+
+
+@dataclass(frozen=True, eq=False)
+class ModelGraphs:
+    """encoder_*: (E_enc,) senders in HR, receivers in hidden (sorted), edge_attr (E_enc, 3);
+    decoder_*: (E_dec,) senders in hidden, receivers in HR (sorted), edge_attr (E_dec, 3);
+    hidden_features: (n_hidden, 3) float32; *_length_scale: the radians per unit of edge_attr.
+    Index tensors int64, the rest float32, all on CPU."""
+
+    encoder_senders: torch.Tensor
+    encoder_receivers: torch.Tensor
+    encoder_edge_attr: torch.Tensor
+    decoder_senders: torch.Tensor
+    decoder_receivers: torch.Tensor
+    decoder_edge_attr: torch.Tensor
+    hidden_features: torch.Tensor
+    n_hr: int
+    n_hidden: int
+    encoder_length_scale: float
+    decoder_length_scale: float
+
+
+def transpose_graph(graph: Graph, src: Grid, dst: Grid) -> Graph:
+    """`graph` (src → dst, all destinations) reversed: dst → src, sorted by the new receiver
+    (stable, so each new receiver's edges keep their old order), attributes recomputed."""
+    if graph.dst_range != (0, graph.n_dst):
+        raise ValueError("transpose needs the full graph (dst_range covering every node)")
+    order = np.argsort(graph.senders, kind="stable")
+    senders, receivers = graph.receivers[order], graph.senders[order]
+    attr = edge_attributes(dst.unit_vectors()[senders], src.unit_vectors()[receivers])
+    return Graph(senders, receivers, attr, graph.n_dst, graph.n_src, (0, graph.n_src))
+
+
+def hidden_node_features(hidden: Grid) -> np.ndarray:
+    """(n_hidden, 3) float32: unit vectors standardised per component over the grid."""
+    xyz = hidden.unit_vectors()
+    std = xyz.std(axis=0)
+    return ((xyz - xyz.mean(axis=0)) / np.where(std > 1e-6, std, 1.0)).astype(np.float32)
+
+
+def _normalised(graph: Graph) -> tuple[torch.Tensor, float]:
+    scale = float(graph.edge_attr[:, 2].max()) if graph.num_edges else 1.0
+    scale = scale if scale > 0 else 1.0
+    return torch.from_numpy(graph.edge_attr / np.float32(scale)), scale
+
+
+def build_model_graphs(cfg: ModelConfig, hr_grid: Grid,
+                       cache_dir: str | os.PathLike | None = None) -> ModelGraphs:
+    """Hidden grid, encoder and decoder graphs for `hr_grid` (through the graph cache)."""
+    hidden = make_grid(cfg.hidden_grid)
+    k_enc, k_dec = int(cfg.encoder_knn), int(cfg.decoder_knn)
+    encoder = cached_graph(
+        "encoder-knn-transposed", {"src": hr_grid, "dst": hidden, "k": k_enc},
+        lambda: transpose_graph(knn_graph(hidden, hr_grid, k_enc), hidden, hr_grid),
+        cache_dir)
+    decoder = cached_graph(
+        "knn", {"src": hidden, "dst": hr_grid, "k": k_dec, "dst_range": (0, hr_grid.size)},
+        lambda: knn_graph(hidden, hr_grid, k_dec), cache_dir)
+    enc_attr, enc_scale = _normalised(encoder)
+    dec_attr, dec_scale = _normalised(decoder)
+    return ModelGraphs(
+        encoder_senders=torch.from_numpy(encoder.senders.astype(np.int64)),
+        encoder_receivers=torch.from_numpy(encoder.receivers.astype(np.int64)),
+        encoder_edge_attr=enc_attr,
+        decoder_senders=torch.from_numpy(decoder.senders.astype(np.int64)),
+        decoder_receivers=torch.from_numpy(decoder.receivers.astype(np.int64)),
+        decoder_edge_attr=dec_attr,
+        hidden_features=torch.from_numpy(hidden_node_features(hidden)),
+        n_hr=hr_grid.size, n_hidden=hidden.size,
+        encoder_length_scale=enc_scale, decoder_length_scale=dec_scale)

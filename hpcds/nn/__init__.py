@@ -1,0 +1,22 @@
+"""Layers and the custom ops of the network, each op behind one dispatch point.
+
+Ops (pure-PyTorch references here; fast backends register under the same names):
+    graph_attention(q, k, v, edge_bias, senders, receivers, n_dst)   graph_attention.py
+    window_attention(q, k, v, window, kv_offset=0)                   window_attention.py
+    modulated_layer_norm(x, scale, shift)                            modulation.py
+Select one with `get_op(name, backend)` (dispatch.py). Nothing in this package calls
+torch.distributed: sharding swaps index tensors and halo modules from outside.
+"""
+
+from hpcds.nn.dispatch import OPS, get_op, register, registered
+from hpcds.nn.graph_attention import graph_attention_reference
+from hpcds.nn.window_attention import window_attention_reference
+from hpcds.nn.modulation import AdaLN, modulated_layer_norm_reference
+from hpcds.nn.layers import MLP, EdgeBias, NoiseEmbedding, RMSNorm
+from hpcds.nn.blocks import GraphAttentionBlock, NoHalo, WindowAttentionBlock
+
+__all__ = [
+    "OPS", "AdaLN", "EdgeBias", "GraphAttentionBlock", "MLP", "NoHalo", "NoiseEmbedding",
+    "RMSNorm", "WindowAttentionBlock", "get_op", "graph_attention_reference",
+    "modulated_layer_norm_reference", "register", "registered", "window_attention_reference",
+]

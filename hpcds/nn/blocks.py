@@ -1,0 +1,119 @@
+"""Transformer blocks with noise-conditioned adaLN-Zero (pre-norm, gated residuals).
+
+    x ← x + gate₁ · Attn(modLN(x; scale₁, shift₁))
+    x ← x + gate₂ · MLP(modLN(x; scale₂, shift₂))
+
+(scale, shift, gate) come from the noise embedding through a zero-initialised `AdaLN`, so
+each block is exactly the identity at initialisation. Queries and keys are RMS-normalised
+per head (qk-norm).
+
+Halo hook: blocks never communicate. Before keys/values are projected, the normalised
+source/context features go through `self.halo`, which is `NoHalo` (nothing to add) in one
+process; `hpcds/models/parallelize.py` swaps in a module that appends the rows of the
+neighbouring shards and reports how many it put in front: (B, N, C) → ((B, N_ext, C),
+n_left). Normalising before the exchange is exact: modLN acts on each node separately.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from hpcds.config.schema import Backend
+from hpcds.nn.dispatch import get_op
+from hpcds.nn.layers import MLP, EdgeBias, RMSNorm
+from hpcds.nn.modulation import AdaLN
+
+
+class NoHalo(nn.Module):
+    """Single process: the context is the local rows themselves, with no left halo."""
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, int]:
+        return h, 0
+
+
+class _Attention(nn.Module):
+    """Projections shared by both blocks: q from the queries' rows, (k, v) from the context
+    rows, per-head qk-norm, and the output projection."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim={dim} is not a multiple of heads={heads}")
+        self.heads, self.head_dim = heads, dim // heads
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.q_norm = RMSNorm(self.head_dim)
+        self.k_norm = RMSNorm(self.head_dim)
+        self.out = nn.Linear(dim, dim)
+
+    def qkv(self, h_q: torch.Tensor, h_kv: torch.Tensor):
+        """h_q (B, Nq, C), h_kv (B, Nk, C) → q (B, Nq, H, d), k, v (B, Nk, H, d)."""
+        B, Nq, _ = h_q.shape
+        q = self.q_norm(self.q(h_q).view(B, Nq, self.heads, self.head_dim))
+        k, v = self.kv(h_kv).view(B, h_kv.shape[1], 2, self.heads, self.head_dim).unbind(2)
+        return q, self.k_norm(k), v
+
+    def project(self, a: torch.Tensor) -> torch.Tensor:
+        """a (B, N, H, d) → (B, N, C)."""
+        return self.out(a.flatten(2))
+
+
+class GraphAttentionBlock(nn.Module):
+    """Destination nodes attend to their source neighbours along graph edges (encoder
+    HR → hidden, decoder hidden → HR); the output lives on the destination nodes.
+
+    forward(x_dst (B, N_dst, C), x_src (B, N_src, C), emb (B, E_emb), senders (E,),
+            receivers (E,) sorted, edge_attr (E, A)) → (B, N_dst, C)
+
+    Edge geometry enters as a learned per-head additive bias on the logits (`EdgeBias`).
+    """
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, emb_dim: int,
+                 edge_dim: int = 3, backend: Backend | str = Backend.reference):
+        super().__init__()
+        self.attn = _Attention(dim, heads)
+        self.edge_bias = EdgeBias(edge_dim, heads)
+        self.mlp = MLP(dim, int(round(dim * mlp_ratio)))
+        # (shift, scale, gate) for attention and MLP on the destination, (shift, scale) source
+        self.adaln = AdaLN(emb_dim, dim, 8)
+        self.halo = NoHalo()
+        self.attention_op = get_op("graph_attention", backend)
+        self.norm_op = get_op("modulated_layer_norm", backend)
+
+    def forward(self, x_dst: torch.Tensor, x_src: torch.Tensor, emb: torch.Tensor,
+                senders: torch.Tensor, receivers: torch.Tensor, edge_attr: torch.Tensor
+                ) -> torch.Tensor:
+        sh1, sc1, g1, sh2, sc2, g2, sh_src, sc_src = self.adaln(emb)  # each (B, C)
+        h_dst = self.norm_op(x_dst, sc1, sh1)
+        h_src, _ = self.halo(self.norm_op(x_src, sc_src, sh_src))  # senders index h_src
+        q, k, v = self.attn.qkv(h_dst, h_src)
+        a = self.attention_op(q, k, v, self.edge_bias(edge_attr), senders, receivers,
+                              x_dst.shape[1])
+        x = x_dst + g1.unsqueeze(1) * self.attn.project(a)
+        return x + g2.unsqueeze(1) * self.mlp(self.norm_op(x, sc2, sh2))
+
+
+class WindowAttentionBlock(nn.Module):
+    """Each token attends to the `window`+1 tokens centred on it along the sequence (the
+    SFC-ordered hidden nodes): x (B, N, C), emb (B, E_emb) → (B, N, C)."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, emb_dim: int, window: int,
+                 backend: Backend | str = Backend.reference):
+        super().__init__()
+        self.window = int(window)
+        self.attn = _Attention(dim, heads)
+        self.mlp = MLP(dim, int(round(dim * mlp_ratio)))
+        self.adaln = AdaLN(emb_dim, dim, 6)
+        self.halo = NoHalo()
+        self.attention_op = get_op("window_attention", backend)
+        self.norm_op = get_op("modulated_layer_norm", backend)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        sh1, sc1, g1, sh2, sc2, g2 = self.adaln(emb)  # each (B, C)
+        h = self.norm_op(x, sc1, sh1)
+        h_ctx, n_left = self.halo(h)  # (B, n_left + N + n_right, C)
+        q, k, v = self.attn.qkv(h, h_ctx)
+        a = self.attention_op(q, k, v, self.window, n_left)
+        x = x + g1.unsqueeze(1) * self.attn.project(a)
+        return x + g2.unsqueeze(1) * self.mlp(self.norm_op(x, sc2, sh2))
