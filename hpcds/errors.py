@@ -24,3 +24,7 @@ class StoreError(UserError):
 
 class DataCheckError(UserError):
     """LR/HR/forcings stores that do not describe the same atmospheric state."""
+
+
+class CheckpointError(UserError):
+    """Missing, truncated or corrupt checkpoint, or one that does not fit the configured model."""

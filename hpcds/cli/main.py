@@ -4,6 +4,8 @@
     hpcds data check     [CONFIG] [key=value ...]
     hpcds data stats     [CONFIG] [key=value ...]
     hpcds grid info      GRID [--area AREA] [--shards P]
+    hpcds sample         [CONFIG] [key=value ...] [--checkpoint PATH] [--members M] [--overwrite]
+    hpcds train          [CONFIG] [key=value ...]
 
 CONFIG is a YAML path or a preset name from configs/ (default: tiny). Bad input (a config
 key, a store, a grid) prints one line `hpcds: error: …` and exits with status 2; anything
@@ -16,7 +18,7 @@ import argparse
 import sys
 
 from hpcds import __version__
-from hpcds.cli import data_cmds, grid_cmds
+from hpcds.cli import data_cmds, grid_cmds, sample_cmds, train_cmds
 from hpcds.errors import UserError
 
 EXIT_USER_ERROR = 2
@@ -33,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     data_cmds.register(commands)
     grid_cmds.register(commands)
+    sample_cmds.register(commands)
+    train_cmds.register(commands)
     return parser
 
 

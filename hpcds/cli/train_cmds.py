@@ -1,0 +1,48 @@
+"""`hpcds train`: train (or resume, or fine-tune) the diffusion downscaler."""
+
+from __future__ import annotations
+
+import argparse
+
+from hpcds.cli.common import add_config_args, config_from_args
+from hpcds.train import train
+
+
+def register(commands) -> None:
+    parser = commands.add_parser(
+        "train", help="train the diffusion downscaler on a paired LR/HR dataset",
+        description="Train the EDM diffusion downscaler (or, with diffusion.deterministic=true, "
+                    "the conditional-mean regression) on the stores named in the config; the "
+                    "last training.val_dates dates are held out for validation. Writes to "
+                    "training.run_dir: config.yaml (the resolved config), statistics.json "
+                    "(normalisation from the training dates), metrics.jsonl (train lines every "
+                    "training.log_every steps, validation lines every training.val_every), "
+                    "step-XXXXXXX.pt checkpoints every training.checkpoint_every steps and at "
+                    "the end, and latest.pt. A run_dir with a latest.pt is resumed exactly "
+                    "(training.resume=false starts over); training.init_from=CKPT fine-tunes "
+                    "from another run's weights with a fresh optimizer and schedule.",
+        epilog="Examples: hpcds train tiny training.steps=50 | hpcds train tiny "
+               "training.init_from=runs/tiny/train/latest.pt diffusion.regime=karras_uniform "
+               "diffusion.sigma_max=1e5 training.run_dir=runs/tiny/finetune")
+    add_config_args(parser)
+    parser.set_defaults(func=run_train)
+
+
+def _fmt(value, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    print(f"run dir: {cfg.training.run_dir}", flush=True)
+    summary = train(cfg, progress=True)
+    if summary["resumed_from"] is not None:
+        print(f"resumed from step {summary['resumed_from']}")
+    print(f"steps: {summary['step']} ({summary['steps_run']} this run, {summary['device']})")
+    print(f"train loss: {_fmt(summary['train_loss'], '.5g')}")
+    print(f"val loss: {_fmt(summary['val_loss'], '.5g')} (EMA {_fmt(summary['val_ema_loss'], '.5g')})")
+    print(f"speed: {_fmt(summary['steps_per_s'], '.3g')} steps/s, "
+          f"{_fmt(summary['samples_per_s'], '.3g')} samples/s")
+    print(f"normalisation: {summary['normalisation']} ({cfg.training.run_dir}/statistics.json)")
+    print(f"checkpoint: {summary['checkpoint']}")
+    return 0

@@ -1,0 +1,171 @@
+"""The sampling model: a trained checkpoint turned into an `EDMPrecond` denoiser plus the
+normalisation it was trained with.
+
+    model = load_sampling_model(cfg, hr_grid)          # sampling.checkpoint or run_dir/latest.pt
+    model.precond.as_denoiser(cond, forcings)          # the samplers' D(x; σ)
+
+What comes from where:
+  checkpoint  the CLI's `--checkpoint`, else `sampling.checkpoint`, else the training run's
+              `training.run_dir/latest.pt`.
+  weights     the EMA weights (`ema.module`) when `sampling.use_ema` and the checkpoint has
+              them, else the raw weights (`model`); which one is recorded in the provenance.
+  network     the checkpoint's own config decides the architecture (`model`, `data.variables`,
+              `diffusion.sigma_data`, `diffusion.deterministic`): sampling with another
+              preset's model section cannot silently build a different network. Only
+              `model.backend` (the kernels) is taken from the sampling config. The σ schedule
+              (`diffusion.sigma_min/sigma_max/rho`) is a sampling choice and comes from the
+              sampling config.
+  statistics  the checkpoint's `normalisation`, else `statistics.json` beside it (the run
+              directory's record, `hpcds.train.data.STATS_NAME`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from hpcds.config.load import to_yaml
+from hpcds.config.schema import HpcdsConfig
+from hpcds.data.forcings import FORCING_NAMES
+from hpcds.data.paired import Normalisation
+from hpcds.diffusion.precond import EDMPrecond
+from hpcds.errors import CheckpointError
+from hpcds.grids.geometry import Grid
+from hpcds.models import DownscalerNet, build_model_graphs
+from hpcds.train.checkpoint import LATEST, check_compatible, load_checkpoint
+from hpcds.train.data import STATS_NAME
+
+log = logging.getLogger(__name__)
+
+_NORM_KEYS = ("input_mean", "input_std", "residual_mean", "residual_std")
+
+
+@dataclass
+class SamplingModel:
+    precond: EDMPrecond  # in eval mode, on `device`
+    normalisation: Normalisation
+    train_config: HpcdsConfig  # the config the checkpoint was trained with
+    checkpoint: Path
+    sha256: str
+    step: int
+    weights: str  # "ema" or "model"
+    device: torch.device
+
+    @property
+    def deterministic(self) -> bool:
+        return self.precond.deterministic
+
+
+def default_checkpoint(cfg: HpcdsConfig, explicit: str | os.PathLike | None = None) -> Path:
+    """`explicit` (the CLI's --checkpoint), else sampling.checkpoint, else the training
+    run's latest.pt."""
+    if explicit:
+        return Path(explicit)
+    if cfg.sampling.checkpoint:
+        return Path(cfg.sampling.checkpoint)
+    return Path(cfg.training.run_dir) / LATEST
+
+
+def file_sha256(path: str | os.PathLike, block: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def config_from_yaml(text: str, path: Path) -> HpcdsConfig:
+    """A checkpoint's resolved config YAML → `HpcdsConfig` (schema defaults fill the rest)."""
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(HpcdsConfig), OmegaConf.create(text))
+        return OmegaConf.to_object(merged)
+    except Exception as exc:  # noqa: BLE001 - any parse/merge failure is one message
+        first = " ".join(str(exc).split("\n")[0].split())[:160]
+        raise CheckpointError(f"checkpoint {path}: its config cannot be read ({first}); "
+                              "it was written by another hpcds version") from None
+
+
+def _normalisation(state: dict, path: Path, variables: list[str]) -> Normalisation:
+    payload = state.get("normalisation")
+    source = f"checkpoint {path}"
+    if not isinstance(payload, dict) or not all(k in payload for k in _NORM_KEYS):
+        stats = path.parent / STATS_NAME
+        if not stats.is_file():
+            raise CheckpointError(
+                f"checkpoint {path} holds no normalisation and there is no {STATS_NAME} "
+                f"beside it: sample from a checkpoint of a training run (its run_dir)")
+        try:
+            payload = json.loads(stats.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"{stats} cannot be read ({e}): restore it from the "
+                                  "training run") from None
+        source = str(stats)
+
+    def array(key):
+        value = payload[key]
+        if isinstance(value, torch.Tensor):
+            value = value.cpu().numpy()
+        return np.asarray(value, dtype=np.float64).reshape(-1)
+
+    try:
+        norm = Normalisation(variables=tuple(payload.get("variables") or variables),
+                             **{k: array(k) for k in _NORM_KEYS})
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"the normalisation in {source} is malformed ({e})") from None
+    if list(norm.variables) != list(variables) or any(
+            getattr(norm, k).shape != (len(variables),) for k in _NORM_KEYS):
+        raise CheckpointError(f"the normalisation in {source} is for variables "
+                              f"{list(norm.variables)}, the model for {variables}")
+    return norm
+
+
+def load_sampling_model(cfg: HpcdsConfig, hr_grid: Grid,
+                        checkpoint: str | os.PathLike | None = None,
+                        device: str | torch.device | None = None) -> SamplingModel:
+    """Build the network the checkpoint was trained as, load its (EMA) weights, wrap it in
+    `EDMPrecond`; check its variables against `cfg.data.variables`."""
+    path = default_checkpoint(cfg, checkpoint)
+    if not path.is_file():
+        hint = ("train one with `hpcds train`, or set sampling.checkpoint / --checkpoint"
+                if checkpoint is None and not cfg.sampling.checkpoint else "check the path")
+        raise CheckpointError(f"no checkpoint at {path}: {hint}")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    state = load_checkpoint(path, resume=False)
+    config_yaml = state["config"]
+    if not isinstance(config_yaml, str):  # tolerate a config saved as a plain dict
+        config_yaml = OmegaConf.to_yaml(OmegaConf.create(config_yaml))
+    train_cfg = config_from_yaml(config_yaml, path)
+    variables = list(train_cfg.data.variables)
+    if variables != list(cfg.data.variables):
+        raise CheckpointError(
+            f"checkpoint {path} was trained on variables {variables}, this config has "
+            f"{list(cfg.data.variables)}: set data.variables=[{','.join(variables)}]")
+
+    model_cfg = train_cfg.model
+    model_cfg.backend = cfg.model.backend  # kernels are an execution choice
+    graphs = build_model_graphs(model_cfg, hr_grid, cfg.grid.cache_dir)
+    net = DownscalerNet(model_cfg, len(variables), len(FORCING_NAMES), graphs)
+
+    weights, which = state["model"], "model"
+    ema = state.get("ema")
+    if cfg.sampling.use_ema:
+        if isinstance(ema, dict) and isinstance(ema.get("module"), dict):
+            weights, which = ema["module"], "ema"
+        else:
+            log.warning("checkpoint %s has no EMA weights; sampling with the raw weights", path)
+    check_compatible(net, weights, config_yaml, to_yaml(train_cfg), path)
+    net.load_state_dict(weights, strict=True)
+    precond = EDMPrecond(net, train_cfg.diffusion.sigma_data,
+                         deterministic=train_cfg.diffusion.deterministic)
+    precond.eval().requires_grad_(False).to(device)
+    return SamplingModel(precond=precond, normalisation=_normalisation(state, path, variables),
+                         train_config=train_cfg, checkpoint=path, sha256=file_sha256(path),
+                         step=int(state["step"]), weights=which, device=device)

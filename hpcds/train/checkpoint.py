@@ -1,0 +1,158 @@
+"""Checkpoints: one `torch.save` dict per step, published atomically.
+
+    run_dir/step-0000100.pt   every checkpoint, kept
+    run_dir/latest.pt         the newest one (a hard link to it, or a copy)
+
+Contents (FORMAT_VERSION 1): `model` (the network's state_dict — the `DownscalerNet`, not the
+stateless preconditioning around it), `ema` (EMA state: `module` is a network state_dict),
+`optimizer`, `scheduler`, `step`, `data` (the sample order), `rng` (see `rng.py`), `config`
+(the resolved YAML), `normalisation` (what the targets were scaled with) and `metrics`.
+
+Files are written to a temporary sibling and renamed over the target (`hpcds.atomic`), so a
+crash leaves the previous checkpoint intact. Everything in them is a tensor or plain data:
+they load with `torch.load(weights_only=True)`. Load errors are one-line `CheckpointError`s:
+missing file, truncated or corrupt file, not an hpcds checkpoint, and weights that do not fit
+the configured model (naming the first mismatched parameter and the config keys that differ).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from hpcds.atomic import atomic_open, temp_sibling
+from hpcds.errors import CheckpointError
+
+FORMAT = "hpcds-checkpoint"
+FORMAT_VERSION = 1
+LATEST = "latest.pt"
+REQUIRED = ("format", "version", "step", "model", "config")
+RESUME_KEYS = ("ema", "optimizer", "scheduler", "data", "rng")
+# config sections whose values decide parameter shapes
+SHAPE_KEYS = ("model", "data.variables")
+
+
+def step_name(step: int) -> str:
+    return f"step-{step:07d}.pt"
+
+
+def save_checkpoint(run_dir: str | os.PathLike, state: dict) -> Path:
+    """Write `state` as run_dir/step-XXXXXXX.pt and point latest.pt at it; both atomic."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, "version": FORMAT_VERSION, **state}
+    path = run_dir / step_name(int(state["step"]))
+    with atomic_open(path, "wb") as f:
+        torch.save(payload, f)
+    latest = run_dir / LATEST
+    tmp = temp_sibling(latest)
+    try:
+        try:
+            os.link(path, tmp)
+        except OSError:  # a filesystem without hard links
+            shutil.copyfile(path, tmp)
+        os.replace(tmp, latest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, *, resume: bool = True,
+                    map_location: str | torch.device = "cpu") -> dict:
+    """The checkpoint dict; `resume` also requires the optimizer/scheduler/data/RNG state."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}: check the path (checkpoints are "
+                              "run_dir/latest.pt and run_dir/step-XXXXXXX.pt)")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated zip, garbage bytes, foreign pickles: all one message
+        raise CheckpointError(
+            f"checkpoint {path} is truncated or corrupt ({_first_line(exc)}): delete it and "
+            f"use an earlier step-XXXXXXX.pt from {path.parent}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an hpcds checkpoint (no '{FORMAT}' marker)")
+    if state.get("version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path} has format version {state.get('version')}, this hpcds reads "
+            f"version {FORMAT_VERSION}: use the hpcds version that wrote it")
+    missing = [k for k in (*REQUIRED, *(RESUME_KEYS if resume else ())) if k not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} is incomplete: it lacks "
+                              f"{', '.join(missing)}; use an earlier step-XXXXXXX.pt")
+    return state
+
+
+def load_model_weights(net: torch.nn.Module, path: str | os.PathLike, config_yaml: str, *,
+                       use_ema: bool = True, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint's network weights into `net` (its EMA by default: what sampling
+    uses) after checking they fit; returns the checkpoint dict (config, normalisation, …)."""
+    state = load_checkpoint(path, resume=False, map_location=map_location)
+    if use_ema and "ema" not in state:
+        raise CheckpointError(f"checkpoint {path} holds no EMA weights: set "
+                              "sampling.use_ema=false to use the raw weights")
+    weights = state["ema"]["module"] if use_ema else state["model"]
+    check_compatible(net, weights, state["config"], config_yaml, path)
+    net.load_state_dict(weights)
+    return state
+
+
+def check_compatible(model: torch.nn.Module, weights: dict, ckpt_config: str,
+                     config_yaml: str, path: str | os.PathLike) -> None:
+    """Raise a `CheckpointError` naming the first parameter whose name or shape differs."""
+    mine = model.state_dict()
+    problem = None
+    for key, value in weights.items():
+        if key not in mine:
+            problem = f"it has parameter {key!r}, which this model lacks"
+        elif tuple(value.shape) != tuple(mine[key].shape):
+            problem = (f"parameter {key!r} has shape {tuple(value.shape)} there and "
+                       f"{tuple(mine[key].shape)} here")
+        if problem:
+            break
+    if problem is None:
+        absent = [k for k in mine if k not in weights]
+        if not absent:
+            return
+        problem = f"parameter {absent[0]!r} is missing from it"
+    raise CheckpointError(f"checkpoint {path} does not fit this model: {problem}; "
+                          f"{config_difference(ckpt_config, config_yaml)}")
+
+
+def config_difference(ckpt_yaml: str, yaml: str) -> str:
+    """Which shape-deciding config values differ between a checkpoint's and this config."""
+    try:
+        old, new = OmegaConf.create(ckpt_yaml), OmegaConf.create(yaml)
+    except Exception:  # noqa: BLE001 - an unreadable config only loses the hint
+        return "its config could not be read to compare"
+    diffs = []
+    for key in SHAPE_KEYS:
+        a, b = OmegaConf.select(old, key), OmegaConf.select(new, key)
+        a = OmegaConf.to_container(a) if OmegaConf.is_config(a) else a
+        b = OmegaConf.to_container(b) if OmegaConf.is_config(b) else b
+        diffs.extend(_diff(key, a, b))
+    if not diffs:
+        return ("the model configs agree, so the checkpoint was written by a different "
+                "version of the network")
+    shown = ", ".join(f"{k}={a!r} there vs {b!r} here" for k, a, b in diffs[:3])
+    more = f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else ""
+    return f"the configs differ: {shown}{more}; use the checkpoint's model config"
+
+
+def _diff(key: str, a, b) -> list[tuple[str, object, object]]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b), key=lambda k: (list(b).index(k) if k in b else 1e9)):
+            out.extend(_diff(f"{key}.{k}", a.get(k), b.get(k)))
+        return out
+    return [] if a == b else [(key, a, b)]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).strip().split("\n")[0].split()) or type(exc).__name__
+    return text[:160]

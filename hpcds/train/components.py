@@ -1,0 +1,57 @@
+"""The model pieces a run trains, built from the config (shared with sampling).
+
+    net        DownscalerNet F_θ (what checkpoints hold as `model`, and its EMA as `ema`)
+    denoiser   EDMPrecond(net): D(x; σ, cond, forcings), or the regression of the conditional
+               mean when diffusion.deterministic
+    loss       EDMLoss (σ from diffusion.regime) or RegressionLoss, weighted by the HR cells'
+               area weights and diffusion.variable_weights
+
+Model initialisation draws from torch's global generator: seed it first (`rng.seed_all`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from hpcds.config.schema import HpcdsConfig
+from hpcds.diffusion.loss import make_loss
+from hpcds.diffusion.precond import EDMPrecond
+from hpcds.errors import ConfigError
+from hpcds.grids import Grid
+from hpcds.models import DownscalerNet, build_model_graphs
+
+
+@dataclass
+class Components:
+    net: DownscalerNet
+    denoiser: EDMPrecond
+    loss: object  # EDMLoss | RegressionLoss: loss(denoiser, y, cond, forcings, generator=…)
+
+
+def build_components(cfg: HpcdsConfig, hr_grid: Grid, n_vars: int, n_forcings: int,
+                     device: torch.device | str = "cpu") -> Components:
+    weights = cfg.diffusion.variable_weights
+    if weights is not None and len(weights) != n_vars:
+        raise ConfigError(f"bad value {list(weights)} for config key 'diffusion.variable_weights':"
+                          f" expected {n_vars} weights, one per data.variables entry, or null")
+    cache_dir = Path(cfg.grid.cache_dir)
+    graphs = build_model_graphs(cfg.model, hr_grid, cache_dir=cache_dir)
+    net = DownscalerNet(cfg.model, n_vars, n_forcings, graphs).to(device)
+    denoiser = EDMPrecond(net, cfg.diffusion.sigma_data,
+                          deterministic=cfg.diffusion.deterministic)
+    loss = make_loss(cfg.diffusion, area_weights=hr_grid.area_weights)
+    return Components(net=net, denoiser=denoiser, loss=loss)
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA; float32 (a no-op context) elsewhere."""
+    enabled = device.type == "cuda"
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() \
+        else torch.device("cpu")

@@ -1,0 +1,245 @@
+"""The training loop: `train(cfg) -> summary`.
+
+One optimizer step = `grad_accumulation` micro-batches of `batch_size` dates, each
+    σ ~ p_train(σ), n ~ N(0, σ²):  loss = λ(σ)·‖D(y + n; σ, cond) − y‖²_w   (EDMLoss)
+(or the regression MSE when diffusion.deterministic), backward of loss / grad_accumulation,
+then gradient clipping (grad_clip; 0 = measure the norm only), AdamW, the warm-up + cosine
+rate, and the EMA update. bf16 autocast on CUDA, float32 on CPU.
+
+Randomness, all from run.seed: model init (torch's global generator), σ and noise (a
+generator on the device, seed+1), the sample order (seed+2), validation draws (seed+7919,
+re-seeded each time). All of it is checkpointed, so a resumed run continues the SAME loss
+sequence as an uninterrupted one.
+
+Starting: with training.resume and a run_dir/latest.pt, the run resumes from it (optimizer,
+schedule, EMA, data position, RNG: everything); otherwise training.init_from (if set) supplies
+the weights and EMA of another run, with a fresh optimizer, schedule and step count
+(fine-tuning, e.g. diffusion.regime=karras_uniform diffusion.sigma_max=1e5); otherwise the
+seeded initialisation. A resumable latest.pt wins over init_from, so an interrupted
+fine-tune continues where it stopped.
+
+No host synchronisation inside a step: losses and gradient norms accumulate as tensors and
+are read (`.item()`) only on log steps (every `log_every`). Outputs in training.run_dir:
+config.yaml (at start), statistics.json, metrics.jsonl, step-XXXXXXX.pt and latest.pt.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from hpcds.config.load import save_resolved, to_yaml
+from hpcds.config.schema import HpcdsConfig, TrainingConfig
+from hpcds.data.paired import PairedDataset
+from hpcds.diffusion.precond import EDMPrecond
+from hpcds.errors import ConfigError, UserError
+from hpcds.train import rng
+from hpcds.train.checkpoint import LATEST, check_compatible, load_checkpoint, save_checkpoint
+from hpcds.train.components import autocast, build_components, pick_device
+from hpcds.train.data import (SampleOrder, TrainSamples, collate, prepare_normalisation,
+                              split_dates, to_device)
+from hpcds.train.ema import EMA
+from hpcds.train.metrics import MetricsLog
+from hpcds.train.schedule import WarmupCosine
+from hpcds.train.validation import VAL_SEED_OFFSET, fixed_draw_loss
+
+log = logging.getLogger(__name__)
+
+NOISE_SEED_OFFSET, ORDER_SEED_OFFSET = 1, 2
+
+
+def check_training_config(t: TrainingConfig) -> None:
+    for key, ok, allowed in (
+            ("grad_accumulation", t.grad_accumulation >= 1, "an integer >= 1"),
+            ("log_every", t.log_every >= 1, "an integer >= 1"),
+            ("val_every", t.val_every >= 0, "an integer >= 0 (0: only at the end)"),
+            ("checkpoint_every", t.checkpoint_every >= 0, "an integer >= 0 (0: at the end)"),
+            ("warmup_steps", t.warmup_steps >= 0, "an integer >= 0"),
+            ("lr", t.lr > 0, "a number > 0"),
+            ("lr_min", 0 <= t.lr_min <= t.lr, f"a number in [0, training.lr={t.lr}]"),
+            ("weight_decay", t.weight_decay >= 0, "a number >= 0"),
+            ("grad_clip", t.grad_clip >= 0, "a number >= 0 (0: no clipping)")):
+        if not ok:
+            raise ConfigError(f"bad value {getattr(t, key)!r} for config key "
+                              f"'training.{key}': expected {allowed}")
+
+
+def make_optimizer(net: torch.nn.Module, t: TrainingConfig) -> torch.optim.AdamW:
+    """AdamW; weight decay on matrices only (not on biases, norms or embeddings' 1-D gains)."""
+    decay = [p for p in net.parameters() if p.requires_grad and p.ndim >= 2]
+    other = [p for p in net.parameters() if p.requires_grad and p.ndim < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": t.weight_decay},
+                              {"params": other, "weight_decay": 0.0}], lr=t.lr)
+
+
+def accumulate_gradients(denoiser, loss_fn, micro_batches, generator, device) -> torch.Tensor:
+    """Forward + backward of each micro-batch (dict of target/cond/forcings, optionally the
+    draws sigma/noise) with the loss scaled by 1/len; returns the mean loss (a tensor)."""
+    total = torch.zeros((), device=device)
+    for batch in micro_batches:
+        draws = {k: batch[k] for k in ("sigma", "noise") if k in batch}
+        with autocast(device):
+            out = loss_fn(denoiser, batch["target"], batch["cond"], batch["forcings"],
+                          generator=generator, **draws)
+        (out.loss / len(micro_batches)).backward()
+        total += out.loss.detach()
+    return total / len(micro_batches)
+
+
+def train(cfg: HpcdsConfig, progress: bool = True, stop_at: int | None = None) -> dict:
+    """Train (or resume) the run in cfg.training.run_dir; stop at `training.steps` or, if
+    given, at `stop_at` (a checkpoint is written either way). Returns a summary dict."""
+    t = cfg.training
+    check_training_config(t)
+    run_dir = Path(t.run_dir)
+    save_resolved(cfg, run_dir)
+    config_yaml = to_yaml(cfg)
+    device = pick_device()
+    seed = int(cfg.run.seed)
+
+    ds = PairedDataset.from_config(cfg)
+    split = split_dates(ds, t.val_dates)
+    norm, norm_source = prepare_normalisation(cfg, split, run_dir)
+    samples = TrainSamples(split.train)
+    val_samples = TrainSamples(split.val) if split.val is not None else None
+    first = samples[0]
+
+    rng.seed_all(seed)
+    comps = build_components(cfg, ds.hr_grid, first["target"].shape[1],
+                             first["forcings"].shape[1], device)
+    net, denoiser, loss_fn = comps.net, comps.denoiser, comps.loss
+    optimizer = make_optimizer(net, t)
+    scheduler = WarmupCosine(optimizer, t)
+    ema = EMA(net, t.ema_decay)
+    noise_gen = torch.Generator(device).manual_seed(seed + NOISE_SEED_OFFSET)
+    order = SampleOrder(len(samples), seed + ORDER_SEED_OFFSET)
+    generators = {"noise": noise_gen}
+
+    step, resumed_from = 0, None
+    latest = run_dir / LATEST
+    if t.resume and latest.is_file():
+        state = load_checkpoint(latest)  # on the CPU: RNG states must stay there
+        for weights in (state["model"], state["ema"]["module"]):
+            check_compatible(net, weights, state["config"], config_yaml, latest)
+        net.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        order.load_state_dict(state["data"])
+        rng.restore(state["rng"], generators)
+        step = resumed_from = int(state["step"])
+        log.info("resumed from %s at step %d", latest, step)
+    elif t.init_from:
+        state = load_checkpoint(t.init_from, resume=False)
+        check_compatible(net, state["model"], state["config"], config_yaml, t.init_from)
+        net.load_state_dict(state["model"])
+        if "ema" in state:
+            check_compatible(net, state["ema"]["module"], state["config"], config_yaml,
+                             t.init_from)
+            ema.load_state_dict(state["ema"])
+        else:
+            ema = EMA(net, t.ema_decay)
+        log.info("initialised from %s (step %s)", t.init_from, state["step"])
+    metrics = MetricsLog(run_dir / "metrics.jsonl")
+    metrics.truncate_after(step)
+
+    def validate(at: int) -> dict | None:
+        if val_samples is None:
+            return None
+        common = dict(seed=seed + VAL_SEED_OFFSET, batch_size=t.batch_size, device=device)
+        raw = fixed_draw_loss(denoiser, loss_fn, val_samples, **common)
+        smooth = raw  # before the first update the EMA is the model
+        if ema.updates:
+            ema_denoiser = EDMPrecond(ema.module, denoiser.sigma_data, denoiser.deterministic)
+            smooth = fixed_draw_loss(ema_denoiser, loss_fn, val_samples, **common)
+        record = {"kind": "val", "step": at, **raw,
+                  **{f"ema_{k}": v for k, v in smooth.items()}}
+        metrics.write(record)
+        return record
+
+    def checkpoint(at: int, train_loss: float | None) -> Path:
+        return save_checkpoint(run_dir, {
+            "step": at, "model": net.state_dict(), "ema": ema.state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "data": order.state_dict(), "rng": rng.capture(generators),
+            "config": config_yaml, "normalisation": norm.to_dict(),
+            "metrics": {"train_loss": train_loss}})
+
+    end = t.steps if stop_at is None else min(t.steps, int(stop_at))
+    start_step = step
+    samples_per_step = t.batch_size * t.grad_accumulation
+    last_val = validate(0) if step == 0 and t.val_every > 0 and end > 0 else None
+    last_loss, saved = None, None
+    loss_acc = torch.zeros((), device=device)
+    norm_acc = torch.zeros((), device=device)
+    n_acc, excluded, train_seconds = 0, 0.0, 0.0
+    mark = time.perf_counter()
+    net.train()
+    bar = tqdm(total=t.steps, initial=step, desc="train", unit="step", leave=False,
+               disable=None if progress else True, dynamic_ncols=True)
+    try:
+        while step < end:
+            micro = [to_device(collate([samples[i] for i in order.take(t.batch_size)]), device)
+                     for _ in range(t.grad_accumulation)]
+            optimizer.zero_grad(set_to_none=True)
+            loss = accumulate_gradients(denoiser, loss_fn, micro, noise_gen, device)
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                net.parameters(), t.grad_clip if t.grad_clip > 0 else math.inf)
+            lr = scheduler.current()
+            optimizer.step()
+            scheduler.step()
+            ema.update(net)
+            step += 1
+            loss_acc += loss
+            norm_acc += grad_norm.to(device)
+            n_acc += 1
+            bar.update(1)
+
+            if step % t.log_every == 0 or step == end:
+                last_loss = loss_acc.item() / n_acc  # the one host sync per log interval
+                now = time.perf_counter()
+                seconds = max(now - mark - excluded, 1e-9)
+                train_seconds += seconds
+                record = {"kind": "train", "step": step, "loss": last_loss, "lr": lr,
+                          "grad_norm": norm_acc.item() / n_acc,
+                          "steps_per_s": n_acc / seconds,
+                          "samples_per_s": n_acc * samples_per_step / seconds}
+                metrics.write(record)
+                bar.set_postfix(loss=f"{last_loss:.4g}", refresh=False)
+                if not math.isfinite(last_loss):
+                    raise UserError(f"training diverged at step {step} (loss {last_loss}): "
+                                    "lower training.lr or raise training.warmup_steps; "
+                                    f"checkpoints are in {run_dir}")
+                loss_acc.zero_()
+                norm_acc.zero_()
+                n_acc, excluded, mark = 0, 0.0, now
+
+            paused = time.perf_counter()
+            if t.val_every > 0 and step % t.val_every == 0:
+                last_val = validate(step)
+            if t.checkpoint_every > 0 and step % t.checkpoint_every == 0 or step == end:
+                saved = checkpoint(step, last_loss)
+            excluded += time.perf_counter() - paused
+    finally:
+        bar.close()
+
+    if val_samples is not None and (last_val is None or last_val["step"] != step):
+        last_val = validate(step)
+    steps_run = step - start_step
+    return {
+        "run_dir": str(run_dir), "step": step, "start_step": start_step,
+        "resumed_from": resumed_from, "steps_run": steps_run, "train_loss": last_loss,
+        "val_loss": last_val["loss"] if last_val else None,
+        "val_ema_loss": last_val["ema_loss"] if last_val else None,
+        "steps_per_s": steps_run / train_seconds if train_seconds else None,
+        "samples_per_s": steps_run * samples_per_step / train_seconds if train_seconds
+        else None,
+        "seconds_per_step": train_seconds / steps_run if steps_run else None,
+        "checkpoint": str(saved) if saved else (str(latest) if latest.is_file() else None),
+        "normalisation": norm_source, "device": str(device),
+    }
