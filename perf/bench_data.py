@@ -11,16 +11,12 @@ Times are wall-clock medians of `--repeat` runs; peak RSS is the process maximum
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import resource
 import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
-from pathlib import Path
+
+from machine import peak_rss_gib, write_record  # perf/machine.py
 
 from hpcds.cli.main import main as hpcds_main
 from hpcds.config.schema import GridConfig
@@ -36,20 +32,6 @@ def timed(fn, repeat: int):
         result = fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times), result
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def peak_rss_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def run(args) -> list[dict]:
@@ -103,16 +85,7 @@ def main() -> int:
     args = parser.parse_args()
     rows = run(args)
     if args.record:
-        machine = {"cpu": cpu_model(), "cores": os.cpu_count(),
-                   "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-                                       / 2**30, 1),
-                   "gpu": None, "python": sys.version.split()[0], "os": platform.platform()}
-        stamp = datetime.now(timezone.utc)
-        out = Path(__file__).parent / "results" / f"data-{stamp:%Y%m%d}-{args.hr}.json"
-        out.write_text(json.dumps({"date": stamp.isoformat(timespec="seconds"),
-                                   "command": " ".join(sys.argv), "machine": machine,
-                                   "rows": rows}, indent=2))
-        print(f"recorded {out}")
+        write_record("data", rows, tag=f"-{args.hr}")
     return 0
 
 

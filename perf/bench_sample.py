@@ -18,15 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import resource
 import statistics
 import sys
 import tempfile
-import time
-from datetime import datetime, timezone
-from pathlib import Path
 
 import torch
 
@@ -34,25 +28,8 @@ from hpcds.cli.main import main as hpcds_main
 from hpcds.config.load import load_config
 from hpcds.ensemble.generate import generate
 from hpcds.ensemble.model import load_sampling_model
+from machine import peak_rss_gib, write_record  # perf/machine.py
 from hpcds.grids import make_grid
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def gpu_name() -> str | None:
-    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-
-
-def peak_rss_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def run(args) -> list[dict]:
@@ -134,18 +111,7 @@ def main() -> int:
     args = parser.parse_args()
     rows = run(args)
     if args.record:
-        machine = {"cpu": cpu_model(), "cores": os.cpu_count(),
-                   "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-                                       / 2**30, 1),
-                   "gpu": gpu_name(), "python": sys.version.split()[0],
-                   "torch": torch.__version__, "os": platform.platform(),
-                   "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY")}
-        stamp = datetime.now(timezone.utc)
-        out = Path(__file__).parent / "results" / f"sample-{stamp:%Y%m%d}.json"
-        out.write_text(json.dumps({"date": stamp.isoformat(timespec="seconds"),
-                                   "command": " ".join(sys.argv), "machine": machine,
-                                   "rows": rows}, indent=2) + "\n")
-        print(f"recorded {out}")
+        write_record("sample", rows)
     return 0
 
 

@@ -16,18 +16,14 @@ arguments are config overrides for every run.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
 import tempfile
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_data import cpu_model, peak_rss_gib  # noqa: E402  (the machine helpers)
+from machine import peak_rss_gib, write_record  # noqa: E402  (perf/machine.py)
 
 from hpcds.cli.main import main as hpcds_main  # noqa: E402
 from hpcds.config.load import load_config  # noqa: E402
@@ -89,21 +85,8 @@ def main() -> int:
                            "benchmark.n_dates=10", "--quiet"]) == 0
         rows = [bench(name, tmp, args) for name in names]
     if args.record:
-        machine = {"cpu": cpu_model(), "cores": os.cpu_count(),
-                   "torch_threads": torch.get_num_threads(),
-                   "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-                                       / 2**30, 1),
-                   "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-                   "load_average_1min_at_end": round(os.getloadavg()[0], 2),
-                   "torch": torch.__version__, "python": sys.version.split()[0],
-                   "os": platform.platform()}
-        stamp = datetime.now(timezone.utc)
-        tag = f"-threads{args.threads}" if args.threads else ""
-        out = Path(__file__).parent / "results" / f"train-{stamp:%Y%m%d}{tag}.json"
-        out.write_text(json.dumps({"date": stamp.isoformat(timespec="seconds"),
-                                   "command": " ".join(sys.argv), "config": "tiny",
-                                   "machine": machine, "rows": rows}, indent=2) + "\n")
-        print(f"recorded {out}")
+        write_record("train", rows, tag=f"-threads{args.threads}" if args.threads else "",
+                     config="tiny")
     return 0
 
 

@@ -70,7 +70,7 @@ def run_check(args: argparse.Namespace) -> int:
     print(f"stores     ok: LR {ds.lr.path} ({ds.lr_grid.name}, {ds.lr_grid.size} cells), "
           f"HR {ds.hr.path} ({ds.hr_grid.name}, {ds.hr_grid.size} cells)")
     print(f"variables  ok: {', '.join(ds.variables)}")
-    print(f"domain     ok: HR grid inside the LR domain")
+    print("domain     ok: HR grid inside the LR domain")
     print(f"dates      ok: {len(ds)} dates {iso(ds.dates[0])} … {iso(ds.dates[-1])}, none missing")
     nans = ds.nan_dates(progress=progress("NaN scan"))
     if nans:  # only reachable with nan_policy=error: skip_date already dropped them

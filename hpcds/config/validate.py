@@ -50,9 +50,27 @@ def validate(cfg: HpcdsConfig) -> None:
     _require(t.steps >= 0, "training.steps", t.steps, "an integer >= 0")
     _require(t.batch_size >= 1, "training.batch_size", t.batch_size, "an integer >= 1")
     _require(0 <= t.ema_decay < 1, "training.ema_decay", t.ema_decay, "a number in [0, 1)")
+    for key, ok, allowed in (
+            ("grad_accumulation", t.grad_accumulation >= 1, "an integer >= 1"),
+            ("log_every", t.log_every >= 1, "an integer >= 1"),
+            ("val_every", t.val_every >= 0, "an integer >= 0 (0: only at the end)"),
+            ("val_dates", t.val_dates >= 0, "an integer >= 0"),
+            ("checkpoint_every", t.checkpoint_every >= 0, "an integer >= 0 (0: at the end)"),
+            ("warmup_steps", t.warmup_steps >= 0, "an integer >= 0"),
+            ("lr", t.lr > 0, "a number > 0"),
+            ("lr_min", 0 <= t.lr_min <= t.lr, f"a number in [0, training.lr={t.lr}]"),
+            ("weight_decay", t.weight_decay >= 0, "a number >= 0"),
+            ("grad_clip", t.grad_clip >= 0, "a number >= 0 (0: no clipping)")):
+        _require(ok, f"training.{key}", getattr(t, key), allowed)
     s = cfg.sampling
     _require(s.steps >= 1, "sampling.steps", s.steps, "an integer >= 1")
     _require(s.members >= 1, "sampling.members", s.members, "an integer >= 1")
+    _require(s.members_per_batch >= 1, "sampling.members_per_batch", s.members_per_batch,
+             "an integer >= 1")
+    if df.variable_weights is not None:
+        _require(len(df.variable_weights) == len(d.variables)
+                 and all(w >= 0 for w in df.variable_weights), "diffusion.variable_weights",
+                 df.variable_weights, f"{len(d.variables)} numbers >= 0 (one per data.variables)")
     e = cfg.evaluation
     _require(0 < e.crps_alpha <= 1, "evaluation.crps_alpha", e.crps_alpha, "a number in (0, 1]")
     _require(all(0 < q < 1 for q in e.quantiles), "evaluation.quantiles", e.quantiles,

@@ -39,6 +39,17 @@ def check_variables(store: Store, variables: list[str], role: str) -> None:
         )
 
 
+def require_finite(values: np.ndarray, variables: list[str], store: str, where: str,
+                   fix: str) -> np.ndarray:
+    """values (n_var, n_cells); a NaN is a one-line DataCheckError naming the variable."""
+    bad = np.isnan(values)
+    if bad.any():
+        v = int(np.flatnonzero(bad.any(axis=1))[0])
+        raise DataCheckError(f"NaN in {store}, variable {variables[v]}, {where} "
+                             f"({int(bad[v].sum())} cells): {fix}")
+    return values
+
+
 @dataclass(frozen=True)
 class Normalisation:
     """Per-variable (n_var,) float64 statistics; inputs use the LR store's, targets the
@@ -166,14 +177,9 @@ class PairedDataset:
         return self.read_hr(i).astype(np.float64) - self.interpolate(self.read_lr(i))
 
     def _checked(self, values: np.ndarray, role: str, i: int) -> np.ndarray:
-        bad = np.isnan(values)
-        if bad.any():
-            v = int(np.flatnonzero(bad.any(axis=1))[0])
-            raise DataCheckError(
-                f"NaN in the {role} store, variable {self.variables[v]}, date "
-                f"{iso(self.dates[i])} ({int(bad[v].sum())} cells): fix the store or set "
-                "data.nan_policy=skip_date")
-        return values
+        return require_finite(values, self.variables, f"the {role} store",
+                              f"date {iso(self.dates[i])}",
+                              "fix the store or set data.nan_policy=skip_date")
 
     # ---------------------------------------------------------------- statistics
     def residual_statistics(self, progress=None) -> RunningStats:

@@ -57,6 +57,22 @@ def _add_array(group, name, values, dims, chunks=None):
 # -------------------------------------------------------------------------------- writer
 
 
+def write_grid_coordinates(group, grid: Grid) -> None:
+    """`latitudes`, `longitudes` (float64) and `native_index` (int64) of the grid's SFC-ordered
+    cells, each (cell,) with its xarray dimension name."""
+    n_cells = grid.size
+    coord_chunks = (min(n_cells, _COORD_CHUNK),)
+    for name, values in (
+        ("latitudes", np.asarray(grid.latitudes, dtype=np.float64)),
+        ("longitudes", np.asarray(grid.longitudes, dtype=np.float64)),
+        ("native_index", np.asarray(grid.native_index, dtype=np.int64)),
+    ):
+        if values.shape != (n_cells,):
+            raise StoreError(f"grid {grid.name}: {name} has shape {values.shape}, "
+                             f"expected ({n_cells},)")
+        _add_array(group, name, values, ["cell"], chunks=coord_chunks)
+
+
 def create_store(
     path: str | os.PathLike,
     *,
@@ -155,16 +171,7 @@ def create_store(
         )
         data.attrs["_ARRAY_DIMENSIONS"] = list(DIMS)
         _add_array(group, "dates", dates, ["time"])
-        coord_chunks = (min(n_cells, _COORD_CHUNK),)
-        for name, values in (
-            ("latitudes", np.asarray(grid.latitudes, dtype=np.float64)),
-            ("longitudes", np.asarray(grid.longitudes, dtype=np.float64)),
-            ("native_index", np.asarray(grid.native_index, dtype=np.int64)),
-        ):
-            if values.shape != (n_cells,):
-                raise StoreError(f"grid {grid.name}: {name} has shape {values.shape}, "
-                                 f"expected ({n_cells},)")
-            _add_array(group, name, values, ["cell"], chunks=coord_chunks)
+        write_grid_coordinates(group, grid)
         group.attrs.update(root_attrs)
     except BaseException:
         remove_path(tmp)

@@ -65,13 +65,12 @@ from hpcds.config.schema import HpcdsConfig, Schedule, Solver
 from hpcds.data.cells import store_cells_for_grid
 from hpcds.data.dates import iso
 from hpcds.data.forcings import forcing_fields, static_forcings_from_store
-from hpcds.data.paired import PairedDataset
+from hpcds.data.paired import PairedDataset, require_finite
 from hpcds.diffusion.noise import batch_noise, make_noise_fn
 from hpcds.diffusion.samplers import sample
 from hpcds.diffusion.schedules import make_schedule
 from hpcds.ensemble.model import SamplingModel, load_sampling_model
 from hpcds.ensemble.output import EnsembleLayout, EnsembleStore, open_or_create
-from hpcds.errors import DataCheckError
 
 log = logging.getLogger(__name__)
 
@@ -194,13 +193,9 @@ class _Conditioner:
         if k not in self._cache:
             lr = self.ds.lr.read(self._t_lr, self.ds.variables, cells=self.lr_cells,
                                  ensemble=int(k))[0, :, 0]
-            bad = np.isnan(lr)
-            if bad.any():
-                v = int(np.flatnonzero(bad.any(axis=1))[0])
-                raise DataCheckError(
-                    f"NaN in the LR store {self.ds.lr.path}, variable {self.ds.variables[v]}, "
-                    f"date {iso(self._date)}, LR member {k}: fix the store or restrict "
-                    "data.start_date/end_date")
+            require_finite(lr, self.ds.variables, f"the LR store {self.ds.lr.path}",
+                           f"date {iso(self._date)}, LR member {k}",
+                           "fix the store or restrict data.start_date/end_date")
             interp = self.ds.interpolate(lr)  # (V, N) float64
             cond = ((interp - self.mean) / self.std).T.astype(np.float32)
             self._cache[k] = (interp, np.ascontiguousarray(cond))

@@ -48,13 +48,12 @@ import zarr
 
 from hpcds.atomic import exists_error, publish_dir, remove_path, temp_sibling
 from hpcds.data.dates import as_dates, frequency_string, iso, list_dates, parse_frequency
-from hpcds.data.store import DIMS, _add_array
+from hpcds.data.store import DIMS, _add_array, write_grid_coordinates
 from hpcds.errors import StoreError
 from hpcds.grids.geometry import Grid
 
 FORMAT = "hpcds-ensemble"
 FORMAT_VERSION = 1
-_COORD_CHUNK = 1 << 22
 
 # CF metadata of the variables hpcds knows (ECMWF short names → CF standard names, units)
 CF_VARIABLES: dict[str, dict[str, str]] = {
@@ -201,16 +200,7 @@ def create_ensemble_store(path: str | os.PathLike, layout: EnsembleLayout, *,
             "long_name": "1 once every cell of (date, member) is written",
         })
         _add_array(group, "dates", axis, ["time"])
-        coord_chunks = (min(n_cells, _COORD_CHUNK),)
-        for name, values in (
-            ("latitudes", np.asarray(grid.latitudes, dtype=np.float64)),
-            ("longitudes", np.asarray(grid.longitudes, dtype=np.float64)),
-            ("native_index", np.asarray(grid.native_index, dtype=np.int64)),
-        ):
-            if values.shape != (n_cells,):
-                raise StoreError(f"grid {grid.name}: {name} has shape {values.shape}, "
-                                 f"expected ({n_cells},)")
-            _add_array(group, name, values, ["cell"], chunks=coord_chunks)
+        write_grid_coordinates(group, grid)
         group["latitudes"].attrs.update({"units": "degrees_north",
                                          "standard_name": "latitude"})
         group["longitudes"].attrs.update({"units": "degrees_east",

@@ -82,7 +82,7 @@ def edge_attributes(src_xyz: np.ndarray, dst_xyz: np.ndarray) -> np.ndarray:
     # atan2(|s × t|, s · t) keeps full precision for tiny and near-antipodal arcs
     dist = np.arctan2(np.linalg.norm(np.cross(src_xyz, dst_xyz), axis=1), dot)
     tangent = src_xyz - dot[:, None] * dst_xyz  # src minus its component along dst
-    x, y, z = dst_xyz[:, 0], dst_xyz[:, 1], dst_xyz[:, 2]
+    x, y = dst_xyz[:, 0], dst_xyz[:, 1]
     rho = np.hypot(x, y)
     # local frame; at a pole (rho = 0) take east = +y, north = -x (the 0°E meridian's limit)
     safe = np.where(rho > 0, rho, 1.0)

@@ -37,7 +37,7 @@ from hpcds.config.load import save_resolved, to_yaml
 from hpcds.config.schema import HpcdsConfig, TrainingConfig
 from hpcds.data.paired import PairedDataset
 from hpcds.diffusion.precond import EDMPrecond
-from hpcds.errors import ConfigError, UserError
+from hpcds.errors import UserError
 from hpcds.train import rng
 from hpcds.train.checkpoint import LATEST, check_compatible, load_checkpoint, save_checkpoint
 from hpcds.train.components import autocast, build_components, pick_device
@@ -51,22 +51,6 @@ from hpcds.train.validation import VAL_SEED_OFFSET, fixed_draw_loss
 log = logging.getLogger(__name__)
 
 NOISE_SEED_OFFSET, ORDER_SEED_OFFSET = 1, 2
-
-
-def check_training_config(t: TrainingConfig) -> None:
-    for key, ok, allowed in (
-            ("grad_accumulation", t.grad_accumulation >= 1, "an integer >= 1"),
-            ("log_every", t.log_every >= 1, "an integer >= 1"),
-            ("val_every", t.val_every >= 0, "an integer >= 0 (0: only at the end)"),
-            ("checkpoint_every", t.checkpoint_every >= 0, "an integer >= 0 (0: at the end)"),
-            ("warmup_steps", t.warmup_steps >= 0, "an integer >= 0"),
-            ("lr", t.lr > 0, "a number > 0"),
-            ("lr_min", 0 <= t.lr_min <= t.lr, f"a number in [0, training.lr={t.lr}]"),
-            ("weight_decay", t.weight_decay >= 0, "a number >= 0"),
-            ("grad_clip", t.grad_clip >= 0, "a number >= 0 (0: no clipping)")):
-        if not ok:
-            raise ConfigError(f"bad value {getattr(t, key)!r} for config key "
-                              f"'training.{key}': expected {allowed}")
 
 
 def make_optimizer(net: torch.nn.Module, t: TrainingConfig) -> torch.optim.AdamW:
@@ -95,7 +79,6 @@ def train(cfg: HpcdsConfig, progress: bool = True, stop_at: int | None = None) -
     """Train (or resume) the run in cfg.training.run_dir; stop at `training.steps` or, if
     given, at `stop_at` (a checkpoint is written either way). Returns a summary dict."""
     t = cfg.training
-    check_training_config(t)
     run_dir = Path(t.run_dir)
     save_resolved(cfg, run_dir)
     config_yaml = to_yaml(cfg)
