@@ -1,0 +1,1 @@
+"""Evaluation diagnostics of downscaled ensembles: power spectra and extremes."""
