@@ -3,6 +3,9 @@
     hpcds data benchmark [CONFIG] [key=value ...] [--overwrite]
     hpcds data check     [CONFIG] [key=value ...]
     hpcds data stats     [CONFIG] [key=value ...]
+    hpcds demo           [CONFIG=demo] [key=value ...] [--out DIR] [--quick]
+    hpcds evaluate       [CONFIG] [key=value ...] --forecast STORE [--truth STORE] [--out DIR]
+                         [--deterministic CKPT]
     hpcds grid info      GRID [--area AREA] [--shards P]
     hpcds sample         [CONFIG] [key=value ...] [--checkpoint PATH] [--members M] [--overwrite]
     hpcds train          [CONFIG] [key=value ...]
@@ -18,7 +21,14 @@ import argparse
 import sys
 
 from hpcds import __version__
-from hpcds.cli import data_cmds, grid_cmds, sample_cmds, train_cmds
+from hpcds.cli import (
+    data_cmds,
+    demo_cmds,
+    evaluate_cmds,
+    grid_cmds,
+    sample_cmds,
+    train_cmds,
+)
 from hpcds.errors import UserError
 
 EXIT_USER_ERROR = 2
@@ -34,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"hpcds {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     data_cmds.register(commands)
+    demo_cmds.register(commands)
+    evaluate_cmds.register(commands)
     grid_cmds.register(commands)
     sample_cmds.register(commands)
     train_cmds.register(commands)

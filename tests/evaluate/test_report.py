@@ -1,0 +1,91 @@
+"""The evaluation driver and report on a tiny benchmark, with the oracle itself as the forecast:
+its CRPS over the oracle's (a different draw of the same law) must be ≈ 1, every figure and
+index.html must exist, and the interpolation must be worse than the oracle."""
+
+import json
+
+import numpy as np
+import pytest
+
+from hpcds.cli.main import main
+from hpcds.config.load import load_config
+from hpcds.data.benchmark import VARIABLES, build_law, oracle_sample
+from hpcds.data.paired import PairedDataset
+from hpcds.ensemble.output import EnsembleLayout, create_ensemble_store
+from hpcds.evaluate.report import write_report
+from hpcds.evaluate.run import evaluate
+from hpcds.grids import make_grid
+
+M = 6
+OVERRIDES = ["benchmark.n_dates=4", "evaluation.bootstrap=10"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval")
+    cfg = load_config("tiny", [f"run.out_dir={out}", *OVERRIDES])
+    assert main(["data", "benchmark", "tiny", f"run.out_dir={out}", *OVERRIDES, "--quiet"]) == 0
+    ds = PairedDataset.from_config(cfg)
+    law = build_law(cfg)
+    layout = EnsembleLayout(grid=ds.hr_grid, variables=tuple(ds.variables), dates=ds.dates,
+                            frequency=ds.hr.frequency, lr_members=1, members=M)
+    store = create_ensemble_store(out / "oracle_forecast.zarr", layout, units=ds.hr.units)
+    lr_all = np.arange(ds.lr_grid.size)
+    for i, date in enumerate(ds.dates):
+        lr = ds.read_lr(i, lr_all).astype(np.float64)
+        assert list(ds.variables) == list(VARIABLES)
+        x = oracle_sample(law, lr, i, M, seed=12345)  # a stream the evaluation does not use
+        t = store.time_index(date)
+        store.write(t, np.arange(M), x)
+        store.mark_done(t, np.arange(M))
+    return cfg, out
+
+
+def test_oracle_as_forecast_scores_and_report(setup):
+    cfg, out = setup
+    result = evaluate(cfg, out / "oracle_forecast.zarr", out_dir=out / "eval", progress=False)
+    scores = json.loads((out / "eval" / "scores.json").read_text())
+    assert set(scores["sources"]) == {"forecast", "oracle", "interpolation"}
+    assert scores["variables"] == list(VARIABLES) and len(scores["dates"]) == 4
+    region = scores["regions"][0]
+    for v in VARIABLES:
+        entry = scores["scores"]["forecast"][v][region]
+        for key in ("crps_fair", "rmse", "spread", "spread_skill", "rank_histogram"):
+            assert key in entry
+        assert entry["crps_fair"] > 0
+        ratio = scores["crps_ratio_to_oracle"]["forecast"][v]
+        assert 0.8 < ratio < 1.25, (v, ratio)
+        assert scores["crps_ratio_to_oracle"]["interpolation"][v] > ratio
+    hk = scores["spectra"]["high_k_ratio"]
+    assert all(0.7 < hk["forecast"][v] < 1.4 for v in VARIABLES)
+    assert all(hk["interpolation"][v] < 0.5 for v in VARIABLES)
+    assert "truth" in scores["extremes"]["quantiles"] and "forecast" in scores["extremes"]["qq"]
+    assert len(result["summary"]) == 5
+    assert result["summary"][0].startswith("CRPS / oracle CRPS: forecast")
+
+    index = write_report(result, out / "eval", make_grid(cfg.grid.hr))
+    pngs = {p.name for p in (out / "eval").glob("*.png")}
+    expected = {f"maps_{v}.png" for v in VARIABLES} | {
+        "spectra.png", "crps.png", "spread_skill.png", "rank_histograms.png", "qq.png"}
+    assert expected <= pngs
+    page = index.read_text()
+    assert all(name in page for name in expected)
+
+
+def test_evaluate_cli(setup, capsys):
+    _, out = setup
+    rc = main(["evaluate", "tiny", f"run.out_dir={out}", *OVERRIDES, "--quiet",
+               "--forecast", str(out / "oracle_forecast.zarr"), "--out", str(out / "cli")])
+    assert rc == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert printed[0] == f"report: {out / 'cli' / 'index.html'}"
+    assert len(printed) == 6
+    assert (out / "cli" / "scores.json").is_file()
+
+
+def test_evaluate_missing_store_is_one_line_error(setup, capsys):
+    _, out = setup
+    rc = main(["evaluate", "tiny", f"run.out_dir={out}", *OVERRIDES, "--quiet",
+               "--forecast", str(out / "nowhere.zarr")])
+    assert rc == 2
+    assert capsys.readouterr().err.count("\n") == 1
