@@ -57,6 +57,29 @@ def _add_array(group, name, values, dims, chunks=None):
 # -------------------------------------------------------------------------------- writer
 
 
+def anemoi_root_attrs(grid: Grid, variables: list[str], step: np.timedelta64,
+                      dates: np.ndarray, missing: np.ndarray, units: dict[str, str],
+                      resolution: str | None = None) -> dict:
+    """The root attributes of the anemoi-datasets layout for cells in the grid's SFC order."""
+    if resolution is None:  # "O320" → "O320", "0.25/0.25" → "0.25", "alps@0.125" → "0.125"
+        resolution = grid.name.split("@")[-1].split("/")[0]
+    return {
+        "variables": list(variables),
+        "name_to_index": {v: i for i, v in enumerate(variables)},
+        "frequency": frequency_string(step),
+        "start_date": iso(dates[0]),
+        "end_date": iso(dates[-1]),
+        "missing_dates": [iso(d) for d in np.unique(missing)],
+        "resolution": resolution,
+        "field_shape": [int(s) for s in grid.field_shape],
+        "flatten_grid": True,
+        "ensemble_dimension": 2,
+        "units": dict(units),
+        "cell_order": "sfc",  # cells follow the grid's space-filling curve; see native_index
+        "grid": grid.name,
+    }
+
+
 def write_grid_coordinates(group, grid: Grid) -> None:
     """`latitudes`, `longitudes` (float64) and `native_index` (int64) of the grid's SFC-ordered
     cells, each (cell,) with its xarray dimension name."""
@@ -130,23 +153,8 @@ def create_store(
         raise StoreError(f"ensemble ({ensemble}) and chunk_cells ({chunk_cells}) must be ≥ 1")
 
     n_cells = grid.size
-    if resolution is None:  # "O320" → "O320", "0.25/0.25" → "0.25", "alps@0.125" → "0.125"
-        resolution = grid.name.split("@")[-1].split("/")[0]
-    root_attrs = {
-        "variables": variables,
-        "name_to_index": {v: i for i, v in enumerate(variables)},
-        "frequency": frequency_string(step),
-        "start_date": iso(dates[0]),
-        "end_date": iso(dates[-1]),
-        "missing_dates": [iso(d) for d in np.unique(missing)],
-        "resolution": resolution,
-        "field_shape": [int(s) for s in grid.field_shape],
-        "flatten_grid": True,
-        "ensemble_dimension": 2,
-        "units": {v: units.get(v, "") for v in variables},
-        "cell_order": "sfc",  # cells follow the grid's space-filling curve; see native_index
-        "grid": grid.name,
-    }
+    root_attrs = anemoi_root_attrs(grid, variables, step, dates, missing,
+                                   {v: units.get(v, "") for v in variables}, resolution)
     extra = dict(attrs or {})
     reserved = sorted(set(extra) & set(root_attrs))
     if reserved:

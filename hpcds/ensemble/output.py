@@ -48,7 +48,7 @@ import zarr
 
 from hpcds.atomic import exists_error, publish_dir, remove_path, temp_sibling
 from hpcds.data.dates import as_dates, frequency_string, iso, list_dates, parse_frequency
-from hpcds.data.store import DIMS, _add_array, write_grid_coordinates
+from hpcds.data.store import DIMS, _add_array, anemoi_root_attrs, write_grid_coordinates
 from hpcds.errors import StoreError
 from hpcds.grids.geometry import Grid
 
@@ -153,19 +153,8 @@ def create_ensemble_store(path: str | os.PathLike, layout: EnsembleLayout, *,
     n_cells, n_members = grid.size, layout.n_members
     meta = variables_metadata(variables, units)
     attrs = {
-        "variables": variables,
-        "name_to_index": {v: i for i, v in enumerate(variables)},
-        "frequency": frequency_string(step),
-        "start_date": iso(axis[0]),
-        "end_date": iso(axis[-1]),
-        "missing_dates": [iso(d) for d in missing],
-        "resolution": grid.name.split("@")[-1].split("/")[0],
-        "field_shape": [int(s) for s in grid.field_shape],
-        "flatten_grid": True,
-        "ensemble_dimension": 2,
-        "units": {v: meta[v]["units"] for v in variables},
-        "cell_order": "sfc",
-        "grid": grid.name,
+        **anemoi_root_attrs(grid, variables, step, axis, missing,
+                            {v: meta[v]["units"] for v in variables}),
         "Conventions": "CF-1.10",
         "title": "hpcds downscaled ensemble",
         "variables_metadata": meta,
