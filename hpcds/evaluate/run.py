@@ -35,7 +35,9 @@ from hpcds.ensemble.output import EnsembleStore
 from hpcds.errors import StoreError
 from hpcds.evaluate import baselines
 from hpcds.evaluate.accumulate import ScoreAccumulator
+from hpcds.evaluate.extremes import qq_data, quantiles_with_bootstrap
 from hpcds.evaluate.regions import regions_for_grid
+from hpcds.evaluate.spectra import high_wavenumber_ratio, spectral_ratio, spectrum_for_grid
 
 SOURCES = ("forecast", "oracle", "deterministic", "interpolation")
 EXTREME_CAP = 200_000  # values kept per (source, variable) for quantiles and q-q
@@ -53,7 +55,6 @@ class _Spectra:
         """values (M, V, N): member power averaged, summed over dates."""
         if not self.ok:
             return
-        from hpcds.evaluate.spectra import spectrum_for_grid
         try:
             k, power, label = spectrum_for_grid(values, self.grid)
         except ValueError:
@@ -66,7 +67,6 @@ class _Spectra:
     def result(self, variables) -> dict | None:
         if not self.ok or self.k is None:
             return None
-        from hpcds.evaluate.spectra import high_wavenumber_ratio, spectral_ratio
         mean = {s: self.sums[s] / self.n[s] for s in self.sums}
         out = {"k": self.k.tolist(), "k_label": self.label, "power": {}, "high_k_ratio": {}}
         for s, p in mean.items():
@@ -93,27 +93,16 @@ class _Extremes:
             self.values.setdefault(source, {}).setdefault(v, []).append(flat[i, take])
 
     def result(self, qs, n_boot, seed):
-        try:
-            from hpcds.evaluate.extremes import qq_data, quantiles_with_bootstrap
-        except ImportError:
-            qq_data = quantiles_with_bootstrap = None
         out = {"quantiles": {}, "qq": {}}
         pooled = {s: {v: np.concatenate(x) for v, x in d.items()} for s, d in self.values.items()}
         truth = pooled.get("truth", {})
         for s, d in pooled.items():
             for v, x in d.items():
-                if quantiles_with_bootstrap is not None:
-                    q = quantiles_with_bootstrap(x, qs, n_boot, np.random.default_rng(seed))
-                    q = {str(k): list(map(float, e)) for k, e in q.items()}
-                else:
-                    q = {str(k): [float(np.quantile(x, k))] * 3 for k in qs}
+                q = quantiles_with_bootstrap(x, qs, n_boot, np.random.default_rng(seed))
+                q = {str(k): list(map(float, e)) for k, e in q.items()}
                 out["quantiles"].setdefault(s, {})[v] = q
                 if s != "truth" and v in truth:
-                    if qq_data is not None:
-                        qt, qf = qq_data(x, truth[v])
-                    else:
-                        p = np.linspace(0.001, 0.999, 100)
-                        qt, qf = np.quantile(truth[v], p), np.quantile(x, p)
+                    qt, qf = qq_data(x, truth[v])
                     out["qq"].setdefault(s, {})[v] = {"truth": np.asarray(qt).tolist(),
                                                       "forecast": np.asarray(qf).tolist()}
         return out
