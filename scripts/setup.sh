@@ -45,5 +45,8 @@ pip install -e ".[$extras]" >.venv/setup.log 2>&1 || { cat .venv/setup.log >&2; 
 # --- test-only references ---------------------------------------------------------------
 if [ "$want_tests" = 1 ]; then
   command -v cmake >/dev/null 2>&1 || apt_install cmake
+  # a real single-node Slurm cluster for tests/launch (scripts/slurm_cluster.sh starts it)
+  { command -v slurmctld && command -v slurmd && command -v munged; } >/dev/null 2>&1 \
+    || apt_install slurm-wlm munge
   bash scripts/fetch_testdata.sh
 fi

@@ -1,0 +1,31 @@
+"""Launching under a real Slurm cluster (single node, started by scripts/slurm_cluster.sh)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def _json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def test_srun_two_ranks_all_reduce_over_gloo(slurm):
+    out = slurm.srun(2, [sys.executable, "tests/launch/slurm_allreduce.py"])
+    assert out.returncode == 0, out.stderr[-3000:]
+    ranks = sorted(_json_lines(out.stdout), key=lambda r: r["rank"])
+    assert [r["rank"] for r in ranks] == [0, 1]
+    assert all(r["world"] == 2 for r in ranks)
+    assert sorted(r["local_rank"] for r in ranks) == [0, 1]  # one node: local = global
+    assert len({(r["addr"], r["port"]) for r in ranks}) == 1  # one rendezvous
+    assert all(r["sum"] == 3.0 for r in ranks)  # 1 + 2
+    assert all(r["gathered"] == [0.0, 1.0] for r in ranks)
+
+
+def test_srun_request_larger_than_the_node_fails_fast(slurm):
+    out = slurm.srun(64, ["true"], timeout=60)
+    assert out.returncode != 0
