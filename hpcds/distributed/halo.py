@@ -68,6 +68,9 @@ class HaloPlan:
     def rows_received(self) -> int:
         return self.n_left + self.n_right
 
+    def __deepcopy__(self, memo) -> "HaloPlan":
+        return self  # frozen: copies of a sharded model share their plans
+
     def ext_global_ids(self) -> torch.Tensor:
         """(n_ext,) int64: the global id of every extended row."""
         own = torch.arange(self.start, self.start + self.n_local, dtype=torch.int64)

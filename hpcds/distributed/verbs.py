@@ -35,6 +35,9 @@ class ShardContext:
     def single(cls) -> "ShardContext":
         return cls()
 
+    def __deepcopy__(self, memo) -> "ShardContext":
+        return self  # groups and communicators are shared, never copied (EMA deep-copies)
+
     def __post_init__(self):
         if (self.transport.rank, self.transport.size) != (self.rank, self.size):
             raise ValueError(f"transport is rank {self.transport.rank}/{self.transport.size}"

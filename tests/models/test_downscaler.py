@@ -121,9 +121,10 @@ def test_overfits_one_fixed_target():
     assert losses[-1] < 0.3 * losses[0], losses
 
 
-def _distributed_uses(source: str) -> list[int]:
-    """Lines that import or touch torch.distributed / mpi4py / a `dist` name (code only:
-    docstrings may talk about it)."""
+def _distributed_uses(source: str, dist_names: bool = True) -> list[int]:
+    """Lines that import or touch torch.distributed / mpi4py / (dist_names) a `dist` name
+    (code only: docstrings may talk about it)."""
+    pattern = r"torch\.distributed|mpi4py" + (r"|^dist$|^dist\." if dist_names else "")
     lines = []
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
@@ -136,7 +137,7 @@ def _distributed_uses(source: str) -> list[int]:
             names = [node.id]
         else:
             continue
-        if any(re.search(r"torch\.distributed|mpi4py|^dist$|^dist\.", n) for n in names):
+        if any(re.search(pattern, n) for n in names):
             lines.append(node.lineno)
     return lines
 
@@ -149,4 +150,20 @@ def test_model_sources_never_call_torch_distributed():
     assert _distributed_uses("import torch.distributed as dist\ndist.all_reduce(x)")
     assert _distributed_uses("from torch import distributed")
     offenders = {f.name: lines for f in files if (lines := _distributed_uses(f.read_text()))}
+    assert not offenders, offenders
+
+
+def test_only_hpcds_distributed_touches_torch_distributed_or_mpi4py():
+    """Communication lives in hpcds/distributed; everything else calls its verbs. (Outside
+    nn/models a local variable may be called `dist`, e.g. a distance, so only imports and
+    torch.distributed / mpi4py names count.)"""
+    root = Path(__file__).resolve().parents[2] / "hpcds"
+    files = [f for f in sorted(root.rglob("*.py"))
+             if "distributed" not in f.relative_to(root).parts]
+    assert len(files) >= 40 and not _distributed_uses("dist = 1.0", dist_names=False)
+    assert _distributed_uses("from mpi4py import MPI", dist_names=False)
+    assert _distributed_uses((root / "distributed" / "primitives.py").read_text(),
+                             dist_names=False)
+    offenders = {str(f.relative_to(root)): lines for f in files
+                 if (lines := _distributed_uses(f.read_text(), dist_names=False))}
     assert not offenders, offenders

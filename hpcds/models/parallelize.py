@@ -1,0 +1,159 @@
+"""Shard a DownscalerNet over a model-parallel group, from outside (DESIGN.md §3).
+
+    shard = parallelize_model(model, ctx, n_hr=graphs.n_hr)
+    out_local = model(x_in[:, shard.hr], cond[:, shard.hr], forcings[:, shard.hr], c_noise)
+    loss = all_reduce_sum(local_partial_loss, ctx) / global_count        # float32
+    loss.backward(); all_reduce_replicated_grads(model, ctx)             # = 1-process grads
+
+Every node set (HR, hidden) is cut into P contiguous SFC ranges (`shard_ranges`); rank p owns
+range p of each. Both sets are ordered along the same space-filling curve, so a rank's
+hidden nodes lie near its HR nodes and its halos are thin. What changes, per rank:
+  * each graph's (senders, receivers, edge_attr) buffers → the edges into the rank's own
+    destinations (receivers rebased to 0…, senders into [own source rows | halo rows]), and
+    the block's `halo` → a HaloModule with a frozen plan of the remote source rows;
+  * every window block's `halo` → the W/2-row neighbour halo (multi-hop when shards are
+    shorter than W/2);
+  * `hidden_features` → the rank's hidden rows.
+The model's per-node MLPs and embeddings then run on local rows unchanged; inputs and
+outputs are the rank's HR rows. Weights stay replicated: after backward each rank holds
+partial gradients (sums over its own destinations), and their sum over the group is the
+single-process gradient (`all_reduce_replicated_grads`).
+
+Which graph a GraphAttentionBlock uses is declared in GRAPH_BLOCKS (top-level module name →
+buffer prefix, source set, destination set); a block not listed there is an error, so a new
+block cannot silently run unsharded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from hpcds.distributed import HaloModule, HaloPlan, ShardContext, graph_shard, window_plan
+from hpcds.grids import shard_ranges
+from hpcds.nn import GraphAttentionBlock, WindowAttentionBlock
+
+# top-level module name → (buffer prefix, source node set, destination node set)
+GRAPH_BLOCKS = {
+    "encoder": ("encoder", "hr", "hidden"),
+    "decoder": ("decoder", "hidden", "hr"),
+    "refiner": ("refiner", "hr", "hr"),
+}
+# top-level module name → node set its window blocks run over
+WINDOW_BLOCKS = {"processor": "hidden"}
+
+
+@dataclass(frozen=True, eq=False)
+class ModelShard:
+    """What rank `rank` of `size` owns: `ranges[set]` = (start, stop) of every node set
+    ("hr", "hidden"); `plans` the halo plan of each graph prefix and of each window width
+    ("window<W>"). `hr` / `hidden` are slices for indexing global arrays along the node dim."""
+
+    rank: int
+    size: int
+    ranges: dict[str, tuple[int, int]]
+    plans: dict[str, HaloPlan] = field(default_factory=dict)
+
+    @property
+    def hr(self) -> slice:
+        return slice(*self.ranges["hr"])
+
+    @property
+    def hidden(self) -> slice:
+        return slice(*self.ranges["hidden"])
+
+    @property
+    def n_hr(self) -> int:
+        a, b = self.ranges["hr"]
+        return b - a
+
+    def halo_rows(self) -> dict[str, tuple[int, int]]:
+        """(rows sent, rows received) per exchange of each plan, for logs and perf."""
+        return {k: (p.rows_sent, p.rows_received) for k, p in self.plans.items()}
+
+
+def _top(name: str) -> str:
+    return name.split(".", 1)[0]
+
+
+def _blocks(model: nn.Module):
+    """[(name, block, table entry)] of every graph/window attention block, checked."""
+    found = []
+    for name, mod in model.named_modules():
+        if isinstance(mod, GraphAttentionBlock):
+            table, kind = GRAPH_BLOCKS, "graph"
+        elif isinstance(mod, WindowAttentionBlock):
+            table, kind = WINDOW_BLOCKS, "window"
+        else:
+            continue
+        if _top(name) not in table:
+            raise ValueError(f"parallelize_model: no sharding rule for the {kind} attention "
+                             f"block {name!r}; add its top-level module to "
+                             f"{'GRAPH_BLOCKS' if kind == 'graph' else 'WINDOW_BLOCKS'}")
+        found.append((name, mod, kind, table[_top(name)]))
+    return found
+
+
+def _set_buffer(model: nn.Module, name: str, value: torch.Tensor) -> None:
+    if name not in model._buffers:
+        raise ValueError(f"parallelize_model: the model has no buffer {name!r}")
+    model._buffers[name] = value
+
+
+def parallelize_model(model: nn.Module, ctx: ShardContext, n_hr: int,
+                      verify: bool = True) -> ModelShard:
+    """Shard `model` (a DownscalerNet holding the FULL graphs, as built) in place for rank
+    ctx.rank of ctx.size; returns what the rank owns. Collective when verify=True (every rank
+    of the group calls it): each halo plan is checked by a real exchange. A group of one
+    leaves the model unchanged."""
+    if getattr(model, "_hpcds_model_shard", None) is not None:
+        raise RuntimeError("parallelize_model: this model is already sharded")
+    P, rank = ctx.size, ctx.rank
+    sizes = {"hr": int(n_hr), "hidden": int(model.hidden_features.shape[0])}
+    all_ranges = {k: shard_ranges(n, P) for k, n in sizes.items()}
+    shard = ModelShard(rank, P, {k: r[rank] for k, r in all_ranges.items()})
+    blocks = _blocks(model)
+    if P == 1:
+        model._hpcds_model_shard = shard
+        return shard
+
+    used = {entry[0] for _, _, kind, entry in blocks if kind == "graph"}
+    for prefix, src, dst in sorted(set(GRAPH_BLOCKS.values())):
+        names = [f"{prefix}_{s}" for s in ("senders", "receivers", "edge_attr")]
+        if not all(n in model._buffers for n in names):
+            if prefix in used:
+                raise ValueError(f"parallelize_model: blocks use graph {prefix!r} but the "
+                                 f"model has no buffers {names}")
+            continue
+        senders, receivers, attr = (model._buffers[n] for n in names)
+        if senders.numel() and (int(senders.max()) >= sizes[src]
+                                or int(receivers.max()) >= sizes[dst]):
+            raise ValueError(f"parallelize_model: graph {prefix!r} indexes beyond the "
+                             f"{src}/{dst} node counts {sizes[src]}/{sizes[dst]} (n_hr wrong?)")
+        gs = graph_shard(senders.cpu().numpy(), receivers.cpu().numpy(), all_ranges[src],
+                         all_ranges[dst], rank)
+        dev = senders.device
+        _set_buffer(model, names[0], gs.senders.to(dev))
+        _set_buffer(model, names[1], gs.receivers.to(dev))
+        _set_buffer(model, names[2], attr[gs.edges].clone())
+        shard.plans[prefix] = gs.plan.to(dev)
+
+    dev = model.hidden_features.device
+    for name, blk, kind, entry in blocks:
+        if kind == "graph":
+            blk.halo = HaloModule(shard.plans[entry[0]], ctx)
+        else:
+            key = f"window{blk.window}"
+            if key not in shard.plans:
+                shard.plans[key] = window_plan(all_ranges[entry], rank, blk.window // 2).to(dev)
+            blk.halo = HaloModule(shard.plans[key], ctx)
+    h0, h1 = shard.ranges["hidden"]
+    _set_buffer(model, "hidden_features", model.hidden_features[h0:h1].clone())
+
+    if verify:
+        for key in sorted(shard.plans):  # the same order on every rank
+            shard.plans[key].verify(ctx.transport)
+    model._hpcds_model_shard = shard
+    return shard
