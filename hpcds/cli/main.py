@@ -7,6 +7,7 @@
     hpcds evaluate       [CONFIG] [key=value ...] --forecast STORE [--truth STORE] [--out DIR]
                          [--deterministic CKPT]
     hpcds grid info      GRID [--area AREA] [--shards P]
+    hpcds plan           CONFIG --gpus N [--gpu-memory 80GB] [--data-parallel D] [--json]
     hpcds sample         [CONFIG] [key=value ...] [--checkpoint PATH] [--members M] [--overwrite]
     hpcds train          [CONFIG] [key=value ...]
 
@@ -26,6 +27,7 @@ from hpcds.cli import (
     demo_cmds,
     evaluate_cmds,
     grid_cmds,
+    plan_cmds,
     sample_cmds,
     train_cmds,
 )
@@ -47,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo_cmds.register(commands)
     evaluate_cmds.register(commands)
     grid_cmds.register(commands)
+    plan_cmds.register(commands)
     sample_cmds.register(commands)
     train_cmds.register(commands)
     return parser

@@ -1,0 +1,280 @@
+"""Activation memory of the real network, counted by running it on the meta device.
+
+`count_activations` builds `DownscalerNet` (the model definition itself, not a table of layer
+sizes) with parameters and graph buffers on PyTorch's meta device — tensors that have shapes
+and dtypes but no storage, so an O2560 shard costs nothing — gives it the graph tensors of one
+shard and halo modules that append the halo rows a shard receives, and runs one forward pass
+with grad enabled under `torch.autograd.graph.saved_tensors_hooks`. What autograd saves for
+the backward pass is the activation memory; it is summed over unique storages (views share),
+leaving out parameters and buffers (counted as weights and graph memory elsewhere).
+
+Fused kernels: the reference ops materialise per-edge / per-window tensors (graph attention
+O(B·E·H·d), window attention logits O(B·N·W·H)) that a fused kernel never stores. With
+`fused=True` every op call's internally saved tensors are replaced by what a fused kernel
+saves: its inputs, its output and float32 per-row statistics (log-sum-exp (B, N, H) for
+attention, mean and 1/std (B, N) for the modulated LayerNorm).
+
+Activation checkpointing (processor blocks, as `DownscalerNet` applies it): the blocks' inputs
+stay alive and the backward recomputes one block at a time; `recompute_bytes` is the largest
+block's own activations, measured in a run without checkpointing.
+
+The same counter works on a real (CPU) model: `SavedTensorCounter(net)` around any forward.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from hpcds.config.schema import Backend, ModelConfig
+from hpcds.models import DownscalerNet
+from hpcds.models.graphs import ModelGraphs
+from hpcds.nn import GraphAttentionBlock, WindowAttentionBlock
+
+META = torch.device("meta")
+# graph name → (source node set, destination node set, ModelConfig field with k, the node
+# set whose nearest neighbours were searched). Every graph has k edges per HR node.
+GRAPHS = {
+    "encoder": ("hr", "hidden", "encoder_knn", "hidden"),
+    "decoder": ("hidden", "hr", "decoder_knn", "hidden"),
+    "refiner": ("hr", "hr", "refiner_knn", "hr"),
+}
+EDGE_ATTR_DIM = 3  # [east, north, distance]
+HIDDEN_FEATURE_DIM = 3  # standardised unit vectors
+
+
+@dataclass(frozen=True)
+class ShardShape:
+    """What one rank of a P-way model holds: `n_hr` HR rows, `n_hidden` hidden rows, `edges`
+    per graph (name → E), `halo` rows appended before/after the local source rows per block
+    kind ("window" and each graph name → (left, right)), `batch` samples."""
+
+    n_hr: int
+    n_hidden: int
+    edges: dict[str, int]
+    halo: dict[str, tuple[int, int]] = field(default_factory=dict)
+    batch: int = 1
+
+
+@dataclass
+class ActivationCount:
+    """Bytes saved for backward after one forward pass (unique storages), by top-level
+    component of the model, plus the largest single saved tensor."""
+
+    total: int = 0
+    by_component: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    by_block: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    largest_tensor: int = 0
+    recompute_bytes: int = 0  # checkpointing: the largest processor block, recomputed in backward
+
+
+class _MetaHalo(nn.Module):
+    """Stands in for a halo exchange: appends `left` and `right` rows of zeros (the received
+    halo) around the local rows; returns (extended rows, left), like the real exchange."""
+
+    def __init__(self, left: int, right: int):
+        super().__init__()
+        self.left, self.right = int(left), int(right)
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, int]:
+        B, _, C = h.shape
+        return torch.cat([h.new_zeros(B, self.left, C), h, h.new_zeros(B, self.right, C)],
+                         dim=1), self.left
+
+
+def _storage_key(t: torch.Tensor) -> int:
+    return t.untyped_storage()._cdata
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    return t.untyped_storage().nbytes()
+
+
+class SavedTensorCounter:
+    """Context manager: counts the bytes autograd saves during `net`'s forward passes.
+
+    fused: model fused kernels (see module docstring) by wrapping each block's op callables.
+    """
+
+    def __init__(self, net: nn.Module, fused: bool = False):
+        self.net, self.fused = net, fused
+        self.count = ActivationCount()
+        self._seen: dict[int, int] = {}
+        self._exclude = {_storage_key(t) for t in (*net.parameters(), *net.buffers())}
+        self._component, self._block, self._in_op, self._in_ckpt = "inputs", "", 0, False
+        self._handles, self._patched = [], []
+
+    # -- bookkeeping ------------------------------------------------------------------------
+    def _add(self, t: torch.Tensor) -> None:
+        key = _storage_key(t)
+        if key in self._exclude or key in self._seen:
+            return
+        n = _nbytes(t)
+        self._seen[key] = n
+        c = self.count
+        c.total += n
+        c.by_component[self._component] += n
+        if self._block:
+            c.by_block[self._block] += n
+        c.largest_tensor = max(c.largest_tensor, n)
+
+    def _pack(self, t: torch.Tensor):
+        if not self._in_op:
+            self._add(t)
+        return t
+
+    def _enter(self, component: str, block: str):
+        def hook(module, args):
+            self._component, self._block = component, block
+        return hook
+
+    def _keep_inputs(self, module, args) -> None:
+        for a in args:
+            if isinstance(a, torch.Tensor):
+                self._add(a)
+        self._in_ckpt = True  # checkpoint saves nothing inside; the backward recomputes
+
+    def _leave_ckpt(self, module, args, out) -> None:
+        self._in_ckpt = False
+
+    def _wrap_op(self, fn, kind: str):
+        """An op whose internally saved tensors are replaced by a fused kernel's."""
+        def wrapped(*args, **kwargs):
+            self._in_op += 1
+            try:
+                out = fn(*args, **kwargs)
+            finally:
+                self._in_op -= 1
+            if torch.is_grad_enabled() and not self._in_ckpt:
+                tensors = [a for a in args if isinstance(a, torch.Tensor) and a.is_floating_point()]
+                for t in (*tensors, out):
+                    self._add(t)
+                B, N = out.shape[0], out.shape[1]
+                rows = B * N * (out.shape[2] if kind == "attention" else 2)  # lse | mean, rstd
+                self.count.total += rows * 4
+                self.count.by_component[self._component] += rows * 4
+                if self._block:
+                    self.count.by_block[self._block] += rows * 4
+            return out
+        return wrapped
+
+    # -- context --------------------------------------------------------------------------
+    def __enter__(self) -> "SavedTensorCounter":
+        for name, child in self.net.named_children():
+            blocks = child if isinstance(child, nn.ModuleList) else [child]
+            for i, blk in enumerate(blocks):
+                label = f"{name}.{i}" if isinstance(child, nn.ModuleList) else name
+                self._handles.append(blk.register_forward_pre_hook(self._enter(name, label)))
+        if self.fused:
+            for module in self.net.modules():
+                for attr, kind in (("attention_op", "attention"), ("norm_op", "norm")):
+                    if hasattr(module, attr):
+                        fn = getattr(module, attr)
+                        self._patched.append((module, attr, fn))
+                        setattr(module, attr, self._wrap_op(fn, kind))
+        if getattr(self.net, "activation_checkpointing", False):
+            for blk in self.net.modules():
+                if isinstance(blk, WindowAttentionBlock):  # checkpointed: inputs stay alive
+                    self._handles.append(blk.register_forward_pre_hook(self._keep_inputs))
+                    self._handles.append(blk.register_forward_hook(self._leave_ckpt))
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._hooks.__exit__(*exc)
+        for handle in self._handles:
+            handle.remove()
+        for module, attr, fn in self._patched:
+            setattr(module, attr, fn)
+        self._component, self._block = "inputs", ""
+
+
+def meta_graphs(shape: ShardShape) -> ModelGraphs:
+    """ModelGraphs whose tensors are meta tensors of one shard's shapes (whatever graphs the
+    current ModelGraphs has: each must be in GRAPHS)."""
+    values = {}
+    for f in dataclasses.fields(ModelGraphs):
+        name = f.name
+        graph = name.rsplit("_", 1)[0] if name.endswith(("_senders", "_receivers")) else \
+            name[: -len("_edge_attr")] if name.endswith("_edge_attr") else None
+        if graph is not None:
+            if graph not in GRAPHS:
+                raise ValueError(f"the planner does not know graph {graph!r} of ModelGraphs: "
+                                 "add it to hpcds.plan.activations.GRAPHS")
+            E = shape.edges[graph]
+            values[name] = (torch.empty(E, EDGE_ATTR_DIM, device=META)
+                            if name.endswith("_edge_attr")
+                            else torch.empty(E, dtype=torch.int64, device=META))
+        elif name == "hidden_features":
+            values[name] = torch.empty(shape.n_hidden, HIDDEN_FEATURE_DIM, device=META)
+        elif name == "n_hr":
+            values[name] = shape.n_hr
+        elif name == "n_hidden":
+            values[name] = shape.n_hidden
+        else:
+            values[name] = 1.0  # length scales
+    return ModelGraphs(**values)
+
+
+def graph_edge_counts(cfg: ModelConfig, n_hr: int) -> dict[str, int]:
+    """Edges of each graph the model has, for `n_hr` HR nodes (k per HR node)."""
+    fields = {f.name for f in dataclasses.fields(ModelGraphs)}
+    return {g: int(getattr(cfg, spec[2])) * n_hr for g, spec in GRAPHS.items()
+            if f"{g}_senders" in fields}
+
+
+def build_meta_model(cfg: ModelConfig, n_vars: int, n_forcings: int, shape: ShardShape,
+                     dtype: torch.dtype = torch.float32) -> DownscalerNet:
+    """The real DownscalerNet on the meta device with one shard's graphs and halo modules."""
+    # the reference ops run on meta tensors (fused kernels are modelled by the counter)
+    cfg = dataclasses.replace(cfg, backend=Backend.reference)
+    with torch.device(META):
+        net = DownscalerNet(cfg, n_vars, n_forcings, meta_graphs(shape))
+    net = net.to(dtype)
+    for name, module in net.named_modules():
+        if isinstance(module, WindowAttentionBlock):
+            module.halo = _MetaHalo(*shape.halo.get("window", (0, 0)))
+        elif isinstance(module, GraphAttentionBlock):
+            module.halo = _MetaHalo(*shape.halo.get(name.split(".")[0], (0, 0)))
+    return net
+
+
+def run_counted(net: nn.Module, n_hr: int, batch: int, fused: bool, dtype: torch.dtype,
+                device: torch.device = META) -> ActivationCount:
+    """One forward pass with grad of `net` on (batch, n_hr) inputs, counting saved tensors."""
+    V, F = net.n_vars, net.n_forcings
+    x = torch.zeros(batch, n_hr, V, dtype=dtype, device=device)
+    forcings = torch.zeros(batch, n_hr, F, dtype=dtype, device=device)
+    c_noise = torch.zeros(batch, device=device)
+    with torch.enable_grad(), SavedTensorCounter(net, fused=fused) as counter:
+        net(x, x.clone(), forcings, c_noise)
+    return counter.count
+
+
+def count_activations(cfg: ModelConfig, n_vars: int, n_forcings: int, shape: ShardShape,
+                      dtype: torch.dtype = torch.bfloat16, fused: bool = False
+                      ) -> tuple[ActivationCount, ActivationCount]:
+    """Saved-for-backward bytes of one rank's forward pass (meta device, nothing allocated):
+    (without checkpointing, with checkpointing of the processor blocks; its
+    `recompute_bytes` = the largest processor block of the first)."""
+    counts = []
+    for ckpt in (False, True):
+        net = build_meta_model(dataclasses.replace(cfg, activation_checkpointing=ckpt),
+                               n_vars, n_forcings, shape, dtype)
+        counts.append(run_counted(net, shape.n_hr, shape.batch, fused, dtype))
+    plain, with_ckpt = counts
+    with_ckpt.recompute_bytes = max((b for name, b in plain.by_block.items()
+                                     if name.startswith("processor.")), default=0)
+    return plain, with_ckpt
+
+
+def param_count(cfg: ModelConfig, n_vars: int, n_forcings: int) -> int:
+    """Parameters of the real model (meta device: nothing allocated)."""
+    shape = ShardShape(n_hr=1, n_hidden=1, edges={g: 1 for g in GRAPHS})
+    net = build_meta_model(cfg, n_vars, n_forcings, shape)
+    return sum(p.numel() for p in net.parameters())
