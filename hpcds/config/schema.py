@@ -115,6 +115,8 @@ class ModelConfig:
     hidden_grid: GridConfig = field(default_factory=lambda: GridConfig(name="O48"))
     encoder_knn: int = 4  # each HR node sends to its nearest encoder_knn hidden nodes
     decoder_knn: int = 4  # each HR node receives from its nearest decoder_knn hidden nodes
+    refiner_layers: int = 1  # graph-attention blocks over HR→HR neighbours after the decoder
+    refiner_knn: int = 8  # each HR node attends to its refiner_knn nearest HR nodes (itself too)
     backend: Backend = Backend.reference  # kernels for graph attention / window attention / LN
     activation_checkpointing: bool = False
 

@@ -35,9 +35,12 @@ def validate(cfg: HpcdsConfig) -> None:
     _require(b.tail_strength >= 0, "benchmark.tail_strength", b.tail_strength, "a number >= 0")
     _require(b.chunk_cells >= 1, "benchmark.chunk_cells", b.chunk_cells, "an integer >= 1")
     for key, value in (("grid.knn", cfg.grid.knn), ("model.encoder_knn", cfg.model.encoder_knn),
-                       ("model.decoder_knn", cfg.model.decoder_knn)):
+                       ("model.decoder_knn", cfg.model.decoder_knn),
+                       ("model.refiner_knn", cfg.model.refiner_knn)):
         _require(value >= 1, key, value, "an integer >= 1")
     m = cfg.model
+    _require(m.refiner_layers >= 0, "model.refiner_layers", m.refiner_layers,
+             "an integer >= 0 (0: no HR-level refinement)")
     _require(m.hidden_dim % m.num_heads == 0, "model.hidden_dim", m.hidden_dim,
              f"a multiple of model.num_heads={m.num_heads}")
     _require(m.window >= 2 and m.window % 2 == 0, "model.window", m.window,

@@ -1,4 +1,5 @@
-"""The model's graphs as torch tensors: encoder HR → hidden, decoder hidden → HR.
+"""The model's graphs as torch tensors: encoder HR → hidden, decoder hidden → HR, and the
+refiner's HR → HR neighbourhoods.
 
 Hidden nodes are `make_grid(cfg.hidden_grid)` (SFC order, like every node set).
   encoder: every HR node SENDS to its `encoder_knn` nearest hidden nodes — the transpose of
@@ -6,6 +7,9 @@ Hidden nodes are `make_grid(cfg.hidden_grid)` (SFC order, like every node set).
            attributes recomputed for the new direction (the HR node seen from the hidden node).
            A hidden node nearest to no HR node has no incoming edge (the op gives it 0).
   decoder: every HR node RECEIVES from its `decoder_knn` nearest hidden nodes.
+  refiner: every HR node RECEIVES from its `refiner_knn` nearest HR nodes (itself first):
+           the only path that mixes information between neighbouring HR nodes below the
+           hidden grid's spacing (see downscaler.py for why the denoiser needs it).
 Edge attributes [east, north, distance] (radians) are divided by a per-graph length scale
 (the longest edge of that graph), so they are O(1) on every grid from 100 km to 4 km. The
 scale comes from the FULL graph: a shard uses the same ModelGraphs fields, sliced.
@@ -32,6 +36,7 @@ from hpcds.grids.graph import edge_attributes
 class ModelGraphs:
     """encoder_*: (E_enc,) senders in HR, receivers in hidden (sorted), edge_attr (E_enc, 3);
     decoder_*: (E_dec,) senders in hidden, receivers in HR (sorted), edge_attr (E_dec, 3);
+    refiner_*: (E_ref,) senders in HR, receivers in HR (sorted), edge_attr (E_ref, 3);
     hidden_features: (n_hidden, 3) float32; *_length_scale: the radians per unit of edge_attr.
     Index tensors int64, the rest float32, all on CPU."""
 
@@ -41,11 +46,15 @@ class ModelGraphs:
     decoder_senders: torch.Tensor
     decoder_receivers: torch.Tensor
     decoder_edge_attr: torch.Tensor
+    refiner_senders: torch.Tensor
+    refiner_receivers: torch.Tensor
+    refiner_edge_attr: torch.Tensor
     hidden_features: torch.Tensor
     n_hr: int
     n_hidden: int
     encoder_length_scale: float
     decoder_length_scale: float
+    refiner_length_scale: float
 
 
 def transpose_graph(graph: Graph, src: Grid, dst: Grid) -> Graph:
@@ -74,7 +83,8 @@ def _normalised(graph: Graph) -> tuple[torch.Tensor, float]:
 
 def build_model_graphs(cfg: ModelConfig, hr_grid: Grid,
                        cache_dir: str | os.PathLike | None = None) -> ModelGraphs:
-    """Hidden grid, encoder and decoder graphs for `hr_grid` (through the graph cache)."""
+    """Hidden grid, encoder, decoder and refiner graphs for `hr_grid` (through the graph
+    cache)."""
     hidden = make_grid(cfg.hidden_grid)
     k_enc, k_dec = int(cfg.encoder_knn), int(cfg.decoder_knn)
     encoder = cached_graph(
@@ -84,8 +94,13 @@ def build_model_graphs(cfg: ModelConfig, hr_grid: Grid,
     decoder = cached_graph(
         "knn", {"src": hidden, "dst": hr_grid, "k": k_dec, "dst_range": (0, hr_grid.size)},
         lambda: knn_graph(hidden, hr_grid, k_dec), cache_dir)
+    k_ref = min(int(cfg.refiner_knn), hr_grid.size)
+    refiner = cached_graph(
+        "knn", {"src": hr_grid, "dst": hr_grid, "k": k_ref, "dst_range": (0, hr_grid.size)},
+        lambda: knn_graph(hr_grid, hr_grid, k_ref), cache_dir)
     enc_attr, enc_scale = _normalised(encoder)
     dec_attr, dec_scale = _normalised(decoder)
+    ref_attr, ref_scale = _normalised(refiner)
     return ModelGraphs(
         encoder_senders=torch.from_numpy(encoder.senders.astype(np.int64)),
         encoder_receivers=torch.from_numpy(encoder.receivers.astype(np.int64)),
@@ -93,6 +108,10 @@ def build_model_graphs(cfg: ModelConfig, hr_grid: Grid,
         decoder_senders=torch.from_numpy(decoder.senders.astype(np.int64)),
         decoder_receivers=torch.from_numpy(decoder.receivers.astype(np.int64)),
         decoder_edge_attr=dec_attr,
+        refiner_senders=torch.from_numpy(refiner.senders.astype(np.int64)),
+        refiner_receivers=torch.from_numpy(refiner.receivers.astype(np.int64)),
+        refiner_edge_attr=ref_attr,
         hidden_features=torch.from_numpy(hidden_node_features(hidden)),
         n_hr=hr_grid.size, n_hidden=hidden.size,
-        encoder_length_scale=enc_scale, decoder_length_scale=dec_scale)
+        encoder_length_scale=enc_scale, decoder_length_scale=dec_scale,
+        refiner_length_scale=ref_scale)

@@ -35,7 +35,14 @@ def test_build_model_graphs_tiny(tmp_path):
     assert torch.equal(g.decoder_receivers, torch.arange(hr.size).repeat_interleave(k_dec))
     assert g.decoder_senders.max() < hidden.size
 
-    for attr in (g.encoder_edge_attr, g.decoder_edge_attr):
+    # refiner: HR → HR, k_ref per HR node, itself first (distance 0), sorted by HR node
+    k_ref = cfg.model.refiner_knn
+    assert torch.equal(g.refiner_receivers, torch.arange(hr.size).repeat_interleave(k_ref))
+    assert torch.equal(g.refiner_senders.view(hr.size, k_ref)[:, 0], torch.arange(hr.size))
+    d = g.refiner_edge_attr[:, 2].view(hr.size, k_ref)
+    assert (d[:, 0] == 0).all() and (d[:, 1:] > 0).all() and (d.diff(dim=1) >= 0).all()
+
+    for attr in (g.encoder_edge_attr, g.decoder_edge_attr, g.refiner_edge_attr):
         assert attr.dtype == torch.float32 and attr.shape[1] == 3
         assert torch.isclose(attr[:, 2].max(), torch.tensor(1.0))  # O(1): longest edge = 1
         assert attr[:, :2].abs().max() <= 1.0 + 1e-6
@@ -45,7 +52,7 @@ def test_build_model_graphs_tiny(tmp_path):
         assert t.dtype == torch.int64
 
     # the second build is served from the cache and is identical
-    assert len(list(tmp_path.rglob("*.npz"))) == 2
+    assert len(list(tmp_path.rglob("*.npz"))) == 3
     again = build_model_graphs(cfg.model, hr, cache_dir=tmp_path)
     assert torch.equal(again.encoder_senders, g.encoder_senders)
     assert torch.equal(again.encoder_edge_attr, g.encoder_edge_attr)
