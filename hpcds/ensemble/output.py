@@ -230,6 +230,7 @@ class EnsembleStore:
         self.lr_members = int(self.attrs["lr_members"])
         self.members = int(self.attrs["members_per_lr_member"])
         self.identity = dict(self.attrs.get("identity") or {})
+        self.cell_order: str = self.attrs.get("cell_order", "sfc")
         if len(self.dates) != n_time or self.lr_members * self.members != self.n_members:
             raise StoreError(f"{path} is inconsistent (dates/members do not match `data`); "
                              "delete it or pass --overwrite")
@@ -247,6 +248,16 @@ class EnsembleStore:
         return cls(group, path, mode)
 
     # ------------------------------------------------------------------ bookkeeping
+    @property
+    def latitudes(self) -> np.ndarray:
+        """(cell,) float64 degrees north, read on first use."""
+        return np.asarray(self._group["latitudes"][...], dtype=np.float64)
+
+    @property
+    def longitudes(self) -> np.ndarray:
+        """(cell,) float64 degrees east, read on first use."""
+        return np.asarray(self._group["longitudes"][...], dtype=np.float64)
+
     @property
     def shape(self) -> tuple[int, int, int, int]:
         return tuple(int(s) for s in self._data.shape)

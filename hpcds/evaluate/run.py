@@ -29,6 +29,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from hpcds.atomic import atomic_write_text
+from hpcds.data.cells import store_cells_for_grid
 from hpcds.data.dates import iso
 from hpcds.data.paired import PairedDataset
 from hpcds.ensemble.output import EnsembleStore
@@ -88,7 +89,8 @@ class _Extremes:
         """values (M, V, N): a random subsample of ≤ per_date values per variable."""
         flat = np.moveaxis(values, 1, 0).reshape(values.shape[1], -1)
         n = flat.shape[1]
-        take = self.rng.choice(n, self.per_date, replace=False) if n > self.per_date else slice(None)
+        take = (self.rng.choice(n, self.per_date, replace=False) if n > self.per_date
+                else slice(None))
         for i, v in enumerate(self.variables):
             self.values.setdefault(source, {}).setdefault(v, []).append(flat[i, take])
 
@@ -124,12 +126,11 @@ def _jsonable(x):
     return x
 
 
-def _store_cells(forecast: EnsembleStore, grid) -> np.ndarray:
-    if forecast.n_cells != grid.size:
-        raise StoreError(f"{forecast.path} has {forecast.n_cells} cells but grid.hr "
-                         f"{grid.name} has {grid.size}: evaluate with the config it was "
-                         "sampled with")
-    return np.arange(grid.size)
+def _members(store: EnsembleStore, t: int, var_index: list[int], cells: np.ndarray
+             ) -> np.ndarray:
+    """(M, V, N) float64: every member of time index t, variables `var_index`, the grid's
+    cells in SFC order (`cells` indexes the store)."""
+    return np.moveaxis(store.read(t)[0][var_index][..., cells], 1, 0).astype(np.float64)
 
 
 def evaluate(cfg, forecast_path, truth_path=None, out_dir="eval",
@@ -152,7 +153,8 @@ def evaluate(cfg, forecast_path, truth_path=None, out_dir="eval",
         raise StoreError(f"{forecast_path} lacks variables {missing}: set data.variables to "
                          f"some of {forecast.variables}")
     f_var = [forecast.variables.index(v) for v in ds.variables]
-    _store_cells(forecast, ds.hr_grid)
+    cells = store_cells_for_grid(forecast, ds.hr_grid, "the forecast store",
+                                 "evaluate with the config it was sampled with")
     f_dates = {d: t for t, d in enumerate(forecast.dates)}
     done = forecast.done()
     dates = [i for i, d in enumerate(ds.dates) if d in f_dates and done[f_dates[d]].all()]
@@ -183,16 +185,14 @@ def evaluate(cfg, forecast_path, truth_path=None, out_dir="eval",
                                file=sys.stderr, disable=not progress)):
         date = ds.dates[i]
         truth = ds.read_hr(i).astype(np.float64)
-        fields = {"forecast": np.moveaxis(forecast.read(f_dates[date])[0][f_var], 1, 0)
-                  .astype(np.float64),
+        fields = {"forecast": _members(forecast, f_dates[date], f_var, cells),
                   "interpolation": baselines.interpolation(ds, i)}
         if oracle is not None:
             o = oracle(i)
             if o is not None:
                 fields["oracle"] = o
         if det_store is not None and date in det_dates:
-            fields["deterministic"] = np.moveaxis(
-                det_store.read(det_dates[date])[0], 1, 0)[:1][:, f_var].astype(np.float64)
+            fields["deterministic"] = _members(det_store, det_dates[date], f_var, cells)[:1]
         for s, x in fields.items():
             if s in accs:
                 accs[s].update(x, truth, date)
