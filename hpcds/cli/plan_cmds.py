@@ -49,6 +49,8 @@ def summary(plan: Plan) -> dict:
             "activations_no_checkpointing_gib": round(plan.activations_no_ckpt / GIB, 2),
             "activations_checkpointing_gib": round(plan.activations_ckpt / GIB, 2),
             "checkpointing": plan.checkpointing,
+            "activations_by_module_gib": {k: round(v / GIB, 2)
+                                          for k, v in plan.activation_components.items()},
             "halo_gib_per_step": round(plan.halo_bytes_per_step / GIB, 4),
             "gradient_allreduce_gib_per_step": round(plan.grad_allreduce_bytes_per_step / GIB, 3),
             "gpu_memory_gib": round(plan.gpu_memory / GIB, 2), "fits": plan.fits}
@@ -72,7 +74,9 @@ def report(cfg_name: str, plan: Plan, smallest: Plan | None, searched: bool) -> 
         f"({USABLE_FRACTION:.0%} of {plan.gpu_memory / GIB:.1f} GiB)",
         f"  activations: {plan.activations_no_ckpt / GIB:.2f} GiB without checkpointing, "
         f"{plan.activations_ckpt / GIB:.2f} GiB with (incl. one recomputed block); "
-        f"config: {'on' if plan.checkpointing else 'off'}",
+        f"config: {'on' if plan.checkpointing else 'off'}; by module: "
+        + ", ".join(f"{k} {v / GIB:.1f}" for k, v in sorted(
+            plan.activation_components.items(), key=lambda kv: -kv[1]) if v >= GIB / 100),
         f"  communication per step and rank: halo {plan.halo_bytes_per_step / 2**20:.1f} MiB ("
         + ", ".join(f"{k} {v / 2**20:.1f}" for k, v in plan.halo_by_kind.items())
         + f"), gradient all-reduce {plan.grad_allreduce_bytes_per_step / 2**20:.1f} MiB",

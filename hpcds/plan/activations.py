@@ -104,6 +104,7 @@ class SavedTensorCounter:
         self.net, self.fused = net, fused
         self.count = ActivationCount()
         self._seen: dict[int, int] = {}
+        self._alive: list[torch.Tensor] = []
         self._exclude = {_storage_key(t) for t in (*net.parameters(), *net.buffers())}
         self._component, self._block, self._in_op, self._in_ckpt = "inputs", "", 0, False
         self._handles, self._patched = [], []
@@ -113,6 +114,7 @@ class SavedTensorCounter:
         key = _storage_key(t)
         if key in self._exclude or key in self._seen:
             return
+        self._alive.append(t)  # a freed storage's address could be reused by a new one
         n = _nbytes(t)
         self._seen[key] = n
         c = self.count
@@ -192,6 +194,7 @@ class SavedTensorCounter:
         for module, attr, fn in self._patched:
             setattr(module, attr, fn)
         self._component, self._block = "inputs", ""
+        self._alive.clear()
 
 
 def meta_graphs(shape: ShardShape) -> ModelGraphs:

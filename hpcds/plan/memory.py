@@ -75,6 +75,7 @@ class Plan:
     halo_bytes_per_step: int
     grad_allreduce_bytes_per_step: int
     halo_by_kind: dict[str, int] = field(default_factory=dict)
+    activation_components: dict[str, int] = field(default_factory=dict)  # top-level modules
     gpu_memory: int = 0
 
     @property
@@ -174,7 +175,8 @@ def plan_layout(cfg: HpcdsConfig, gpus: int, gpu_memory: int, data_parallel: int
                 activations_ckpt=ckpt.total + ckpt.recompute_bytes,
                 checkpointing=bool(m.activation_checkpointing),
                 halo_bytes_per_step=sum(per_block.values()), halo_by_kind=per_block,
-                grad_allreduce_bytes_per_step=grad, gpu_memory=gpu_memory)
+                grad_allreduce_bytes_per_step=grad, gpu_memory=gpu_memory,
+                activation_components=dict(act.by_component))
 
 
 def smallest_fitting(cfg: HpcdsConfig, gpu_memory: int, data_parallel: int | None = None,
