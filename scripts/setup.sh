@@ -37,10 +37,24 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     pip install torch==2.13.0
   fi
 fi
-extras="mpi,grib"
+extras="mpi,grib,native"
 [ "$want_tests" = 1 ] && extras="$extras,test"
 pip install -e ".[$extras]" >.venv/setup.log 2>&1 || { cat .venv/setup.log >&2; exit 1; }
 .venv/bin/python -c "import hpcds, torch, zarr; print(f'setup: hpcds {hpcds.__version__}, torch {torch.__version__}, zarr {zarr.__version__}')"
+
+# --- native kernels (kernels/cuda/): the CPU library, and the CUDA one on a GPU machine -----
+# Built into build/native/, where hpcds/nn/native_kernels.py looks (~40 s the first time; a
+# second run re-checks in under a second).
+command -v cmake >/dev/null 2>&1 || apt_install cmake
+cuda=OFF targets=_hpcds_native
+if command -v nvidia-smi >/dev/null 2>&1 && command -v nvcc >/dev/null 2>&1; then
+  cuda=ON targets="_hpcds_native _hpcds_native_cuda"
+fi
+mkdir -p build
+{ cmake -S . -B build/native -DPython_EXECUTABLE="$PWD/.venv/bin/python" -DHPCDS_CUDA=$cuda \
+    && cmake --build build/native --target $targets -j"$(nproc)"; } >build/native.log 2>&1 \
+  || { cat build/native.log >&2; echo "setup: building the native kernels failed" >&2; exit 1; }
+echo "setup: native kernels built in build/native ($targets)"
 
 # --- test-only references ---------------------------------------------------------------
 if [ "$want_tests" = 1 ]; then

@@ -14,6 +14,7 @@ from hpcds.nn.window_attention import window_attention_reference
 from hpcds.nn.modulation import AdaLN, modulated_layer_norm_reference
 from hpcds.nn.layers import MLP, EdgeBias, NoiseEmbedding, RMSNorm
 from hpcds.nn.blocks import GraphAttentionBlock, NoHalo, WindowAttentionBlock
+import hpcds.nn.kernels  # noqa: F401,E402  registers the triton/native backends (lazily)
 
 __all__ = [
     "OPS", "AdaLN", "EdgeBias", "GraphAttentionBlock", "MLP", "NoHalo", "NoiseEmbedding",
