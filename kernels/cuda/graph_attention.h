@@ -67,17 +67,22 @@ HPCDS_HD void graph_attention_forward_item(const GraphAttentionParams<T>& a, int
       if (c < d) part += q[j] * static_cast<A>(kj[c]);
     }
     const A s = lanes.sum(part) + static_cast<A>(a.bias[b * a.bias_sb + e * a.H + h]);
-    // online softmax: rescale what was accumulated under the old max
-    const A m_new = hd_max(m, s);
-    const A corr = hd_exp(m - m_new);  // exp(-inf) = 0 on the first edge
-    const A pe = hd_exp(s - m_new);
+    // online softmax with one exp per edge: a new max rescales what was accumulated under
+    // the old one (exp(-inf) = 0 on the first edge), otherwise the edge's weight is exp(s - m).
+    // s is the same on every lane, so the branch is warp-uniform on the GPU.
+    A corr = A(1), pe = A(1);
+    if (s > m) {
+      corr = hd_exp(m - s);
+      m = s;
+    } else {
+      pe = hd_exp(s - m);
+    }
     l = l * corr + pe;
     HPCDS_LANE_LOOP
     for (int j = 0; j < PER; ++j) {
       const int c = lane + j * Lanes::count;
       if (c < d) acc[j] = acc[j] * corr + pe * static_cast<A>(vj[c]);
     }
-    m = m_new;
   }
   const A inv = l > A(0) ? A(1) / l : A(0);  // zero in-degree: out = 0
   T* oi = a.out + ((b * a.n_dst + i) * a.H + h) * d;
