@@ -72,3 +72,22 @@ def test_discover_env_errors():
         discover_env({"SLURM_PROCID": "x", "SLURM_NTASKS": "2"})
     with pytest.raises(LaunchError, match="none of OMPI_COMM_WORLD_SIZE is set"):
         discover_env({"OMPI_COMM_WORLD_RANK": "0"})
+
+
+def test_single_process_setup_needs_no_process_group():
+    from hpcds.distributed import setup_parallel
+    from hpcds.distributed import primitives as prim
+    state = setup_parallel(ParallelConfig(), env=DistEnv(0, 1, 0, 1, "single"))
+    assert (state.ctx.size, state.model_parallel_group, state.data_parallel_group) == (1, None,
+                                                                                       None)
+    assert not prim.is_initialized()
+    with pytest.raises(ConfigError, match="not divisible"):
+        setup_parallel(ParallelConfig(model_parallel=2), env=DistEnv(0, 1, 0, 1, "single"))
+
+
+def test_unknown_transport_is_named():
+    from hpcds.distributed import make_transport
+    with pytest.raises(LaunchError, match="halo_transport='carrier-pigeon': choose one of "
+                                          "torch, mpi"):
+        make_transport("carrier-pigeon", ParallelLayout(2, 2), DistEnv(0, 2, 0, 2, "torchrun"),
+                       None)
