@@ -186,10 +186,20 @@ class EvaluationConfig:
 @dataclass
 class ParallelConfig:
     model_parallel: int = 1  # ranks per model instance (HR graph shards)
-    ensemble_groups: int = 1  # data-parallel / ensemble groups
+    ensemble_groups: int = 0  # data-parallel / ensemble groups; 0: world / model_parallel
     halo_transport: HaloTransport = HaloTransport.torch
     zero_stage: int = 0
     use_deepspeed: bool = False
+
+
+@dataclass
+class ProfileConfig:
+    """Nsight capture window (launch/profile.sh sets these): on a GPU the trainer calls
+    cudaProfilerStart before optimizer step `start_step` and cudaProfilerStop after
+    `num_steps` steps (nsys --capture-range=cudaProfilerApi); 0 steps = no window."""
+
+    start_step: int = 10
+    num_steps: int = 0
 
 
 @dataclass
@@ -204,3 +214,4 @@ class HpcdsConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    profile: ProfileConfig = field(default_factory=ProfileConfig)

@@ -38,6 +38,10 @@ def validate(cfg: HpcdsConfig) -> None:
                        ("model.decoder_knn", cfg.model.decoder_knn),
                        ("model.refiner_knn", cfg.model.refiner_knn)):
         _require(value >= 1, key, value, "an integer >= 1")
+    _require(cfg.profile.start_step >= 0, "profile.start_step", cfg.profile.start_step,
+             "an integer >= 0")
+    _require(cfg.profile.num_steps >= 0, "profile.num_steps", cfg.profile.num_steps,
+             "an integer >= 0 (0: no capture window)")
     m = cfg.model
     _require(m.refiner_layers >= 0, "model.refiner_layers", m.refiner_layers,
              "an integer >= 0 (0: no HR-level refinement)")
@@ -81,6 +85,6 @@ def validate(cfg: HpcdsConfig) -> None:
     p = cfg.parallel
     _require(p.model_parallel >= 1, "parallel.model_parallel", p.model_parallel,
              "an integer >= 1")
-    _require(p.ensemble_groups >= 1, "parallel.ensemble_groups", p.ensemble_groups,
-             "an integer >= 1")
+    _require(p.ensemble_groups >= 0, "parallel.ensemble_groups", p.ensemble_groups,
+             "an integer >= 0 (0: world size / model_parallel)")
     _require(p.zero_stage in (0, 1, 2, 3), "parallel.zero_stage", p.zero_stage, "0, 1, 2 or 3")

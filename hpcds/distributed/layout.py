@@ -7,8 +7,8 @@ r = d·P + p sits at model-parallel rank p of replica d, so a model-parallel gro
 block of consecutive ranks: on one node whenever P divides the ranks per node, where the
 halo traffic stays on the fastest links.
 
-`parallel.ensemble_groups` = 1 means "derive D from the world size"; any other value must
-equal world / P. Everything here is checked without processes; `groups.py` makes the
+`parallel.ensemble_groups` = 0 (the default) means "derive D from the world size"; any
+other value must equal world / P (a check that the job was launched as planned). Everything here is checked without processes; `groups.py` makes the
 process groups from it.
 """
 
@@ -39,11 +39,11 @@ class ParallelLayout:
         """From a ParallelConfig (model_parallel, ensemble_groups) and the launched world."""
         layout = cls(int(world_size), int(parallel.model_parallel))
         groups = int(parallel.ensemble_groups)
-        if groups != 1 and groups != layout.data_parallel:
+        if groups != 0 and groups != layout.data_parallel:
             raise ConfigError(
                 f"parallel.ensemble_groups={groups} does not fit world size {world_size} with "
                 f"parallel.model_parallel={layout.model_parallel} ({layout.data_parallel} "
-                f"model replicas); set ensemble_groups={layout.data_parallel} or 1 (derived)")
+                f"model replicas); set ensemble_groups={layout.data_parallel} or 0 (derived)")
         return layout
 
     @property

@@ -123,7 +123,7 @@ def shard_shape(cfg: HpcdsConfig, P: int, batch: int | None = None) -> ShardShap
 def plan_layout(cfg: HpcdsConfig, gpus: int, gpu_memory: int, data_parallel: int | None = None,
                 n_params: int | None = None) -> Plan:
     """The memory terms and communication of `cfg` on `gpus` ranks."""
-    D = int(data_parallel or cfg.parallel.ensemble_groups)
+    D = int(data_parallel or cfg.parallel.ensemble_groups or 1)
     if gpus < 1 or D < 1 or gpus % D:
         raise ConfigError(f"--gpus {gpus} is not a multiple of the data-parallel degree {D} "
                           f"(parallel.ensemble_groups or --data-parallel)")
@@ -183,7 +183,7 @@ def smallest_fitting(cfg: HpcdsConfig, gpu_memory: int, data_parallel: int | Non
                      start: Plan | None = None, max_model_parallel: int = 4096) -> Plan | None:
     """The plan with the fewest GPUs (P · D, D fixed) that fits, or None up to P = max.
     Memory falls monotonically with P: doubling from `start`'s P, then bisection."""
-    D = int(data_parallel or cfg.parallel.ensemble_groups)
+    D = int(data_parallel or cfg.parallel.ensemble_groups or 1)
     n_params = start.n_params if start else param_count(
         cfg.model, len(cfg.data.variables), len(FORCING_NAMES))
     cache: dict[int, Plan] = {start.model_parallel: start} if start else {}

@@ -28,7 +28,7 @@ def test_layout_errors_are_one_line_with_the_fix():
     with pytest.raises(ConfigError, match="model_parallel=0"):
         ParallelLayout(4, 0)
     with pytest.raises(ConfigError, match=r"ensemble_groups=3 does not fit world size 8 .* "
-                                          r"set ensemble_groups=4 or 1"):
+                                          r"set ensemble_groups=4 or 0"):
         ParallelLayout.from_config(ParallelConfig(model_parallel=2, ensemble_groups=3), 8)
     assert ParallelLayout.from_config(ParallelConfig(model_parallel=2, ensemble_groups=4),
                                       8).data_parallel == 4
