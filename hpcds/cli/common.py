@@ -21,13 +21,19 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
                         help="do not print the resolved config at start")
 
 
+def is_first_rank() -> bool:
+    """Rank 0 of a parallel launch (or a single process): the one that prints."""
+    from hpcds.distributed import discover_env
+    return discover_env().rank == 0
+
+
 def config_from_args(args: argparse.Namespace) -> HpcdsConfig:
     """Loads the config; a bare `key=value` in the CONFIG position counts as an override."""
     config, overrides = args.config, list(args.overrides)
     if "=" in config:
         config, overrides = "tiny", [config, *overrides]
     cfg = load_config(config, overrides)
-    if not args.quiet:
+    if not args.quiet and is_first_rank():
         print(f"# resolved config ({config} {' '.join(overrides)})".rstrip(), file=sys.stderr)
         print(to_yaml(cfg), file=sys.stderr)
     return cfg

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from hpcds.cli.common import add_config_args, config_from_args
+from hpcds.cli.common import add_config_args, config_from_args, is_first_rank
 from hpcds.train import train
 
 
@@ -23,7 +23,10 @@ def register(commands) -> None:
                     "from another run's weights with a fresh optimizer and schedule.",
         epilog="Examples: hpcds train tiny training.steps=50 | hpcds train tiny "
                "training.init_from=runs/tiny/train/latest.pt diffusion.regime=karras_uniform "
-               "diffusion.sigma_max=1e5 training.run_dir=runs/tiny/finetune")
+               "diffusion.sigma_max=1e5 training.run_dir=runs/tiny/finetune | "
+               "torchrun --nproc_per_node 4 -m hpcds.cli.main train tiny "
+               "parallel.model_parallel=2 (2 shards x 2 replicas; launch/train.sh does this, "
+               "and runs under srun or mpirun too)")
     add_config_args(parser)
     parser.set_defaults(func=run_train)
 
@@ -33,9 +36,20 @@ def _fmt(value, spec: str) -> str:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from hpcds.distributed import teardown_parallel
+
     cfg = config_from_args(args)
+    if not is_first_rank():
+        try:  # the other ranks of a parallel launch: train, print nothing
+            train(cfg, progress=False)
+        finally:
+            teardown_parallel()
+        return 0
     print(f"run dir: {cfg.training.run_dir}", flush=True)
-    summary = train(cfg, progress=True)
+    try:
+        summary = train(cfg, progress=True)
+    finally:
+        teardown_parallel()
     if summary["resumed_from"] is not None:
         print(f"resumed from step {summary['resumed_from']}")
     print(f"steps: {summary['step']} ({summary['steps_run']} this run, {summary['device']})")

@@ -87,8 +87,13 @@ def _load_matching(path: Path, ds: PairedDataset) -> Normalisation | None:
 
 
 def prepare_normalisation(cfg: HpcdsConfig, split: Split, run_dir: str | Path,
-                          progress=None) -> tuple[Normalisation, str]:
-    """Set the normalisation of both views from the training dates; save it in `run_dir`.
+                          progress=None, merge=None, write: bool = True
+                          ) -> tuple[Normalisation, str]:
+    """Set the normalisation of both views from the training dates; save it in `run_dir`
+    (when `write`: one rank of a sharded run). `merge(stats) -> stats` combines the shards'
+    residual statistics (TrainParallel.merge_stats; collective). A saved file describes the
+    whole grid, so every shard may use it; all ranks see the same files (rank 0 writes only
+    after the collective merge), so they all take the same branch.
 
     Returns it and where it came from ("run_dir", "data.stats_file" or "computed")."""
     run_dir = Path(run_dir)
@@ -101,11 +106,13 @@ def prepare_normalisation(cfg: HpcdsConfig, split: Split, run_dir: str | Path,
                 source = name
                 break
     if norm is None:
-        norm = split.train.set_normalisation(split.train.residual_statistics(progress=progress))
+        stats = split.train.residual_statistics(progress=progress)
+        norm = split.train.set_normalisation(stats if merge is None else merge(stats))
     for view in (split.train, split.val):
         if view is not None:
             view.normalisation = norm
-    split.train.save_statistics(run_dir / STATS_NAME)
+    if write:
+        split.train.save_statistics(run_dir / STATS_NAME)
     log.info("normalisation: %s", source)
     return norm, source
 

@@ -20,7 +20,15 @@ fine-tune continues where it stopped.
 
 No host synchronisation inside a step: losses and gradient norms accumulate as tensors and
 are read (`.item()`) only on log steps (every `log_every`). Outputs in training.run_dir:
-config.yaml (at start), statistics.json, metrics.jsonl, step-XXXXXXX.pt and latest.pt.
+config.yaml (at start), statistics.json, metrics.jsonl, step-XXXXXXX.pt and latest.pt
+(written by global rank 0; with DeepSpeed also deepspeed/step-XXXXXXX/, its partitioned
+optimizer state, written by every rank).
+
+Parallel runs (launched by torchrun, srun or mpirun; `parallel.*` in the config): the model
+is sharded over `model_parallel` ranks and replicated over the others, and the result equals
+one process with batch_size × replicas — see hpcds/train/parallel.py. The unit noise is
+counter-based, keyed by (seed, sample counter, global HR node), so it is the same for every
+layout; σ and the sample order come from generators seeded alike on all ranks.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -39,12 +48,16 @@ from hpcds.data.paired import PairedDataset
 from hpcds.diffusion.precond import EDMPrecond
 from hpcds.errors import UserError
 from hpcds.train import rng
-from hpcds.train.checkpoint import LATEST, check_compatible, load_checkpoint, save_checkpoint
+from hpcds.train.checkpoint import (LATEST, check_compatible, load_checkpoint, save_checkpoint,
+                                    step_name)
 from hpcds.train.components import autocast, build_components, pick_device
 from hpcds.train.data import (SampleOrder, TrainSamples, collate, prepare_normalisation,
                               split_dates, to_device)
+from hpcds.observe import CaptureWindow, trace_range
 from hpcds.train.ema import EMA
+from hpcds.train.engine import make_stepper
 from hpcds.train.metrics import MetricsLog
+from hpcds.train.parallel import TrainDraws, TrainParallel
 from hpcds.train.schedule import WarmupCosine
 from hpcds.train.validation import VAL_SEED_OFFSET, fixed_draw_loss
 
@@ -61,18 +74,38 @@ def make_optimizer(net: torch.nn.Module, t: TrainingConfig) -> torch.optim.AdamW
                               {"params": other, "weight_decay": 0.0}], lr=t.lr)
 
 
-def accumulate_gradients(denoiser, loss_fn, micro_batches, generator, device) -> torch.Tensor:
+class _NoMetrics:
+    """Metrics of ranks other than global rank 0: nothing is written."""
+
+    def truncate_after(self, step: int) -> None:
+        pass
+
+    def write(self, record: dict) -> None:
+        pass
+
+
+def accumulate_gradients(denoiser, loss_fn, micro_batches, generator, device, *,
+                         backward=None, nodes=None, reduce=None) -> torch.Tensor:
     """Forward + backward of each micro-batch (dict of target/cond/forcings, optionally the
-    draws sigma/noise) with the loss scaled by 1/len; returns the mean loss (a tensor)."""
+    draws sigma/noise); returns the mean loss (a tensor). `backward(loss, n_micro)` (a
+    stepper's; default: backward of loss / n_micro); `nodes`/`reduce`: a shard's rows of the
+    global loss and the sum over the model-parallel group (hpcds/train/parallel.py)."""
     total = torch.zeros((), device=device)
+    n = len(micro_batches)
     for batch in micro_batches:
         draws = {k: batch[k] for k in ("sigma", "noise") if k in batch}
+        if nodes is not None:
+            draws["nodes"] = nodes
         with autocast(device):
             out = loss_fn(denoiser, batch["target"], batch["cond"], batch["forcings"],
                           generator=generator, **draws)
-        (out.loss / len(micro_batches)).backward()
-        total += out.loss.detach()
-    return total / len(micro_batches)
+        loss = out.loss if reduce is None else reduce(out.per_sample).mean()
+        if backward is None:
+            (loss / n).backward()
+        else:
+            backward(loss, n)
+        total += loss.detach()
+    return total / n
 
 
 def train(cfg: HpcdsConfig, progress: bool = True, stop_at: int | None = None) -> dict:
@@ -80,28 +113,42 @@ def train(cfg: HpcdsConfig, progress: bool = True, stop_at: int | None = None) -
     given, at `stop_at` (a checkpoint is written either way). Returns a summary dict."""
     t = cfg.training
     run_dir = Path(t.run_dir)
-    save_resolved(cfg, run_dir)
+    tp = TrainParallel.setup(cfg)
+    if tp.is_main:
+        save_resolved(cfg, run_dir)
     config_yaml = to_yaml(cfg)
     device = pick_device()
     seed = int(cfg.run.seed)
+    P, D, B = tp.model_parallel, tp.data_parallel, int(t.batch_size)
 
-    ds = PairedDataset.from_config(cfg)
+    ds = PairedDataset.from_config(cfg, hr_cells=tp.hr_range)
     split = split_dates(ds, t.val_dates)
-    norm, norm_source = prepare_normalisation(cfg, split, run_dir)
+    norm, norm_source = prepare_normalisation(cfg, split, run_dir,
+                                              merge=tp.merge_stats if P > 1 else None,
+                                              write=tp.is_main)
     samples = TrainSamples(split.train)
     val_samples = TrainSamples(split.val) if split.val is not None else None
     first = samples[0]
+    n_vars = first["target"].shape[1]
 
     rng.seed_all(seed)
-    comps = build_components(cfg, ds.hr_grid, first["target"].shape[1],
-                             first["forcings"].shape[1], device)
+    comps = build_components(cfg, ds.hr_grid, n_vars, first["forcings"].shape[1], device)
     net, denoiser, loss_fn = comps.net, comps.denoiser, comps.loss
+    shard = tp.shard(net)  # P = 1: unchanged
     optimizer = make_optimizer(net, t)
     scheduler = WarmupCosine(optimizer, t)
+    stepper = make_stepper(net, optimizer, cfg, tp, device)
     ema = EMA(net, t.ema_decay)
     noise_gen = torch.Generator(device).manual_seed(seed + NOISE_SEED_OFFSET)
+    draws = TrainDraws(seed + NOISE_SEED_OFFSET, tp.node_index, n_vars, device)
+    val_draws = TrainDraws(seed + VAL_SEED_OFFSET, tp.node_index, n_vars, device)
+    sigma_sampler = getattr(loss_fn, "sigma_sampler", None)  # None: regression
     order = SampleOrder(len(samples), seed + ORDER_SEED_OFFSET)
     generators = {"noise": noise_gen}
+    sharded = dict(nodes=tp.hr_slice, reduce=tp.reduce_loss) if P > 1 else {}
+    if tp.world_size > 1:
+        log.info("rank %d: %s; HR cells %s; halo rows %s", tp.state.env.rank,
+                 tp.state.layout.describe(), tp.hr_range, shard.halo_rows())
 
     step, resumed_from = 0, None
     latest = run_dir / LATEST
@@ -111,7 +158,7 @@ def train(cfg: HpcdsConfig, progress: bool = True, stop_at: int | None = None) -
             check_compatible(net, weights, state["config"], config_yaml, latest)
         net.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
+        stepper.load_optimizer_state(state["optimizer"], latest)
         scheduler.load_state_dict(state["scheduler"])
         order.load_state_dict(state["data"])
         rng.restore(state["rng"], generators)
@@ -128,13 +175,14 @@ def train(cfg: HpcdsConfig, progress: bool = True, stop_at: int | None = None) -
         else:
             ema = EMA(net, t.ema_decay)
         log.info("initialised from %s (step %s)", t.init_from, state["step"])
-    metrics = MetricsLog(run_dir / "metrics.jsonl")
+    metrics = MetricsLog(run_dir / "metrics.jsonl") if tp.is_main else _NoMetrics()
     metrics.truncate_after(step)
 
     def validate(at: int) -> dict | None:
         if val_samples is None:
             return None
-        common = dict(seed=seed + VAL_SEED_OFFSET, batch_size=t.batch_size, device=device)
+        common = dict(seed=seed + VAL_SEED_OFFSET, batch_size=t.batch_size, device=device,
+                      noise=val_draws, **sharded)
         raw = fixed_draw_loss(denoiser, loss_fn, val_samples, **common)
         smooth = raw  # before the first update the EMA is the model
         if ema.updates:
@@ -146,12 +194,18 @@ def train(cfg: HpcdsConfig, progress: bool = True, stop_at: int | None = None) -
         return record
 
     def checkpoint(at: int, train_loss: float | None) -> Path:
-        return save_checkpoint(run_dir, {
-            "step": at, "model": net.state_dict(), "ema": ema.state_dict(),
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "data": order.state_dict(), "rng": rng.capture(generators),
-            "config": config_yaml, "normalisation": norm.to_dict(),
-            "metrics": {"train_loss": train_loss}})
+        if hasattr(stepper, "save_deepspeed"):  # collective: every rank's partition
+            stepper.save_deepspeed(run_dir, step_name(at).removesuffix(".pt"))
+        path = run_dir / step_name(at)
+        if tp.is_main:
+            path = save_checkpoint(run_dir, {
+                "step": at, "model": net.state_dict(), "ema": ema.state_dict(),
+                "optimizer": stepper.optimizer_state(), "scheduler": scheduler.state_dict(),
+                "data": order.state_dict(), "rng": rng.capture(generators),
+                "config": config_yaml, "normalisation": norm.to_dict(),
+                "metrics": {"train_loss": train_loss}, "layout": tp.state.layout.describe()})
+        tp.barrier()  # nobody reads latest.pt before it is complete
+        return path
 
     end = t.steps if stop_at is None else min(t.steps, int(stop_at))
     start_step = step
@@ -164,19 +218,33 @@ def train(cfg: HpcdsConfig, progress: bool = True, stop_at: int | None = None) -
     mark = time.perf_counter()
     net.train()
     bar = tqdm(total=t.steps, initial=step, desc="train", unit="step", leave=False,
-               disable=None if progress else True, dynamic_ncols=True)
+               disable=None if progress and tp.is_main else True, dynamic_ncols=True)
+    capture = CaptureWindow(cfg.profile, device)
+    rows = tp.replica_rows(B)
+    n_micro = int(t.grad_accumulation)
     try:
         while step < end:
-            micro = [to_device(collate([samples[i] for i in order.take(t.batch_size)]), device)
-                     for _ in range(t.grad_accumulation)]
-            optimizer.zero_grad(set_to_none=True)
-            loss = accumulate_gradients(denoiser, loss_fn, micro, noise_gen, device)
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                net.parameters(), t.grad_clip if t.grad_clip > 0 else math.inf)
+            capture.before_step(step)
+            with trace_range("data"):
+                micro = []
+                for m in range(n_micro):
+                    # one global batch of B·D samples per micro-step; this replica's rows
+                    batch = to_device(collate([samples[i] for i in order.take(B * D)[rows]]),
+                                      device)
+                    if sigma_sampler is not None:
+                        batch["sigma"] = sigma_sampler.sample(B * D, generator=noise_gen,
+                                                              device=device)[rows]
+                        counter = (step * n_micro + m) * B * D + np.arange(B * D)[rows]
+                        batch["noise"] = draws.noise(counter)
+                    micro.append(batch)
+            stepper.zero_grad()
+            loss = accumulate_gradients(denoiser, loss_fn, micro, noise_gen, device,
+                                        backward=stepper.backward, **sharded)
             lr = scheduler.current()
-            optimizer.step()
-            scheduler.step()
-            ema.update(net)
+            with trace_range("optimizer"):
+                grad_norm = stepper.step()
+                scheduler.step()
+                ema.update(net)
             step += 1
             loss_acc += loss
             norm_acc += grad_norm.to(device)
@@ -209,6 +277,7 @@ def train(cfg: HpcdsConfig, progress: bool = True, stop_at: int | None = None) -
                 saved = checkpoint(step, last_loss)
             excluded += time.perf_counter() - paused
     finally:
+        capture.close()
         bar.close()
 
     if val_samples is not None and (last_val is None or last_val["step"] != step):

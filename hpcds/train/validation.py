@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from hpcds.train.components import autocast
@@ -32,7 +33,11 @@ VAL_SEED_OFFSET = 7919  # validation draws never share a stream with training
 @torch.no_grad()
 def fixed_draw_loss(denoiser, loss_fn, samples: TrainSamples, *, seed: int,
                     draws: int = DEFAULT_DRAWS, batch_size: int = 1,
-                    device: torch.device | str = "cpu") -> dict:
+                    device: torch.device | str = "cpu", noise=None, nodes=None,
+                    reduce=None) -> dict:
+    """noise: a `TrainDraws` for the unit noise (keyed by the item counter; σ still comes
+    from the re-seeded generator); nodes/reduce: a shard's rows of the global loss and the
+    sum over the model-parallel group (see hpcds/train/parallel.py)."""
     device = torch.device(device)
     deterministic = getattr(denoiser, "deterministic", False)
     draws = 1 if deterministic else draws
@@ -43,11 +48,16 @@ def fixed_draw_loss(denoiser, loss_fn, samples: TrainSamples, *, seed: int,
     losses, sigmas = [], []
     try:
         for lo in range(0, len(items), batch_size):
-            batch = to_device(collate([samples[i] for i in items[lo:lo + batch_size]]), device)
+            chunk = items[lo:lo + batch_size]
+            batch = to_device(collate([samples[i] for i in chunk]), device)
+            extra = {} if nodes is None else {"nodes": nodes}
+            if noise is not None and not deterministic:
+                extra["noise"] = noise.noise(np.arange(lo, lo + len(chunk)))
             with autocast(device):
                 out = loss_fn(denoiser, batch["target"], batch["cond"], batch["forcings"],
-                              generator=generator)
-            losses.append(out.per_sample.float())
+                              generator=generator, **extra)
+            per_sample = out.per_sample.float()
+            losses.append(per_sample if reduce is None else reduce(per_sample))
             if out.sigma is not None:
                 sigmas.append(out.sigma.float())
     finally:

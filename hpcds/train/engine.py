@@ -1,0 +1,123 @@
+"""The optimizer step, two ways with one interface: plain torch (AdamW) or DeepSpeed (ZeRO).
+
+    stepper = make_stepper(net, optimizer, cfg, tp)      # parallel.use_deepspeed picks
+    for micro in micro_batches:
+        stepper.backward(loss, n_micro)                   # loss of one micro-batch
+    grad_norm = stepper.step()                            # reduce, clip, update → norm tensor
+
+Plain: backward of loss / n_micro; then `TrainParallel.reduce_grads` (Σ_world / D), clipping
+(`training.grad_clip`; 0 = measure only) and `optimizer.step()`.
+
+DeepSpeed (`parallel.use_deepspeed`): `deepspeed.initialize` with our AdamW (DeepSpeed wraps
+it: ZeRO stage `parallel.zero_stage` partitions its state — stage 1 — and the gradients —
+stage 2 — over the data-parallel ranks), `gradient_accumulation_steps` = n_micro (DeepSpeed
+divides the loss itself), `gradient_clipping` = grad_clip, bf16 on CUDA. Its data-parallel
+group is the whole world, so the loss is multiplied by P (see hpcds/train/parallel.py for
+why that gives exactly the single-process gradient). The learning-rate schedule keeps
+writing the base optimizer's param_groups, which DeepSpeed's optimizer shares. On CPU,
+DeepSpeed runs with gloo (its first initialisation JIT-builds a small extension, ~45 s,
+cached in ~/.cache/torch_extensions).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+
+from hpcds.errors import ConfigError
+from hpcds.train.parallel import TrainParallel
+
+log = logging.getLogger(__name__)
+
+
+class PlainStepper:
+    def __init__(self, net: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                 tp: TrainParallel, grad_clip: float):
+        self.net, self.optimizer, self.tp = net, optimizer, tp
+        self.clip = grad_clip if grad_clip > 0 else math.inf
+
+    def zero_grad(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def backward(self, loss: torch.Tensor, n_micro: int) -> None:
+        (loss / n_micro).backward()
+
+    def step(self) -> torch.Tensor:
+        self.tp.reduce_grads(self.net)
+        norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.clip)
+        self.optimizer.step()
+        return norm
+
+    def optimizer_state(self) -> dict:
+        return self.optimizer.state_dict()
+
+    def load_optimizer_state(self, state: dict, path) -> None:
+        self.optimizer.load_state_dict(state)
+
+
+class DeepSpeedStepper:
+    def __init__(self, net: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                 tp: TrainParallel, cfg, n_micro: int, device: torch.device):
+        import deepspeed  # heavy import (and a JIT build on first use): only on this path
+
+        t, par = cfg.training, cfg.parallel
+        if par.zero_stage > 2:
+            raise ConfigError(f"parallel.zero_stage={par.zero_stage}: the trainer supports "
+                              "ZeRO stages 0-2 (stage 3 partitions the weights, which the "
+                              "sharded model keeps replicated); use 0, 1 or 2")
+        ds_config = {
+            "train_micro_batch_size_per_gpu": int(t.batch_size),
+            "gradient_accumulation_steps": int(n_micro),
+            "gradient_clipping": float(t.grad_clip),
+            "zero_optimization": {"stage": int(par.zero_stage)},
+            "bf16": {"enabled": device.type == "cuda"},
+            "zero_allow_untested_optimizer": True,
+            "steps_per_print": 2**31 - 1,
+            "wall_clock_breakdown": False,
+        }
+        self.engine, self.optimizer, _, _ = deepspeed.initialize(
+            model=net, optimizer=optimizer, config=ds_config, dist_init_required=False)
+        self.net, self.tp = net, tp
+        self.P = tp.model_parallel
+
+    def zero_grad(self) -> None:
+        pass  # DeepSpeed zeroes gradients itself at each accumulation boundary
+
+    def backward(self, loss: torch.Tensor, n_micro: int) -> None:
+        self.engine.backward(loss * self.P)
+        self.engine.step()  # applies the update only at the accumulation boundary
+
+    def step(self) -> torch.Tensor:
+        norm = self.engine.get_global_grad_norm()
+        return torch.as_tensor(math.nan if norm is None else float(norm))
+
+    def optimizer_state(self) -> dict:
+        return {}  # partitioned: saved with DeepSpeed's own checkpoint (save_deepspeed)
+
+    def load_optimizer_state(self, state: dict, path) -> None:
+        tag = path.stem
+        ds_dir = path.parent / "deepspeed"
+        loaded, _ = self.engine.load_checkpoint(str(ds_dir), tag=tag, load_module_strict=True,
+                                                load_optimizer_states=True,
+                                                load_lr_scheduler_states=False)
+        if loaded is None:
+            raise ConfigError(f"no DeepSpeed optimizer state {ds_dir}/{tag} beside {path}: "
+                              "resume with the same parallel.use_deepspeed, or start a new "
+                              "run_dir")
+
+    def save_deepspeed(self, run_dir, tag: str) -> None:
+        """Collective: every rank writes its optimizer partition under run_dir/deepspeed/tag."""
+        self.engine.save_checkpoint(str(run_dir / "deepspeed"), tag=tag,
+                                    save_latest=False)
+
+
+def make_stepper(net, optimizer, cfg, tp: TrainParallel, device: torch.device):
+    if cfg.parallel.use_deepspeed:
+        return DeepSpeedStepper(net, optimizer, tp, cfg, cfg.training.grad_accumulation,
+                                device)
+    if cfg.parallel.zero_stage:
+        log.warning("parallel.zero_stage=%d is ignored without parallel.use_deepspeed",
+                    cfg.parallel.zero_stage)
+    return PlainStepper(net, optimizer, tp, cfg.training.grad_clip)
