@@ -34,7 +34,7 @@ def register(commands) -> None:
     parser.set_defaults(func=run_sample)
 
 
-def _config(args: argparse.Namespace):
+def _config(args: argparse.Namespace, echo: bool = True):
     config, overrides = args.config, list(args.overrides)
     if "=" in config:
         config, overrides = "tiny", [config, *overrides]
@@ -43,20 +43,31 @@ def _config(args: argparse.Namespace):
     cfg = load_config(config, overrides)
     if args.checkpoint:  # set here, not as an override: a path may hold YAML-special chars
         cfg.sampling.checkpoint = str(args.checkpoint)
-    if not args.quiet:
+    if echo and not args.quiet:
         print(f"# resolved config ({config} {' '.join(overrides)})".rstrip(), file=sys.stderr)
         print(to_yaml(cfg), file=sys.stderr)
     return cfg
 
 
 def run_sample(args: argparse.Namespace) -> int:
-    from hpcds.ensemble.generate import generate  # torch and the model: only when sampling
+    # torch, the model and the process groups: only when sampling
+    from hpcds.distributed import discover_env, setup_parallel, teardown_parallel
+    from hpcds.ensemble.generate import generate
 
-    cfg = _config(args)
+    root = discover_env().rank == 0  # under torchrun/srun/mpirun: rank 0 prints, all sample
+    cfg = _config(args, echo=root)
     out = Path(cfg.sampling.output)
-    result = generate(cfg, overwrite=args.overwrite, progress=None,
-                      report=(None if args.quiet else
-                              lambda line: tqdm.write(line, file=sys.stderr)))
+    state = setup_parallel(cfg.parallel)  # a world of one initialises nothing
+    try:
+        if root and state.layout.world_size > 1:
+            print(f"# parallel sampling: {state.layout.describe()}", file=sys.stderr)
+        result = generate(cfg, overwrite=args.overwrite, progress=None, parallel=state,
+                          report=(None if args.quiet or not root else
+                                  lambda line: tqdm.write(line, file=sys.stderr)))
+    finally:
+        teardown_parallel()
+    if not root:
+        return 0
     saved = save_resolved(cfg, out.parent, name=f"{out.name}.config.yaml")
     total = result.n_dates * result.n_members
     print(f"ensemble: {out} ({result.n_dates} dates x {result.n_members} members)")

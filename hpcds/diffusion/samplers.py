@@ -23,6 +23,7 @@ from typing import Callable, Optional
 import torch
 
 from hpcds.config.schema import SamplingConfig, Solver
+from hpcds.observe import trace_range
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 NoiseFn = Callable[[int], torch.Tensor]
@@ -60,30 +61,31 @@ def heun_sampler(denoiser: Denoiser, latents: torch.Tensor, sigmas: torch.Tensor
     num_steps = sigmas.numel() - 1
     gamma_max = min(S_churn / num_steps, math.sqrt(2.0) - 1.0) if S_churn > 0 else 0.0
     for i in range(num_steps):
-        t_cur, t_next = sigmas[i], sigmas[i + 1]
-        x_cur = x_next
-        # increase noise temporarily (churn)
-        gamma = gamma_max if S_min <= float(t_cur) <= S_max else 0.0
-        t_hat = t_cur + gamma * t_cur
-        if gamma > 0:
-            if noise_fn is None:
-                raise ValueError("S_churn > 0 needs a noise_fn")
-            eps = noise_fn(i).to(device=x_cur.device, dtype=torch.float64)
-            x_hat = x_cur + (t_hat ** 2 - t_cur ** 2).sqrt() * S_noise * eps
-        else:
-            x_hat = x_cur
-        # Euler step
-        denoised = _denoise(denoiser, x_hat, t_hat)
-        d_cur = (x_hat - denoised) / t_hat
-        x_next = x_hat + (t_next - t_hat) * d_cur
-        # 2nd-order correction
-        if i < num_steps - 1:
-            denoised_next = _denoise(denoiser, x_next, t_next)
-            d_prime = (x_next - denoised_next) / t_next
-            x_next = x_hat + (t_next - t_hat) * (0.5 * d_cur + 0.5 * d_prime)
-        if callback is not None:
-            callback({"i": i, "n": num_steps, "sigma": t_cur, "sigma_next": t_next,
-                      "sigma_hat": t_hat, "x": x_next, "denoised": denoised})
+        with trace_range("sampler_step"):
+            t_cur, t_next = sigmas[i], sigmas[i + 1]
+            x_cur = x_next
+            # increase noise temporarily (churn)
+            gamma = gamma_max if S_min <= float(t_cur) <= S_max else 0.0
+            t_hat = t_cur + gamma * t_cur
+            if gamma > 0:
+                if noise_fn is None:
+                    raise ValueError("S_churn > 0 needs a noise_fn")
+                eps = noise_fn(i).to(device=x_cur.device, dtype=torch.float64)
+                x_hat = x_cur + (t_hat ** 2 - t_cur ** 2).sqrt() * S_noise * eps
+            else:
+                x_hat = x_cur
+            # Euler step
+            denoised = _denoise(denoiser, x_hat, t_hat)
+            d_cur = (x_hat - denoised) / t_hat
+            x_next = x_hat + (t_next - t_hat) * d_cur
+            # 2nd-order correction
+            if i < num_steps - 1:
+                denoised_next = _denoise(denoiser, x_next, t_next)
+                d_prime = (x_next - denoised_next) / t_next
+                x_next = x_hat + (t_next - t_hat) * (0.5 * d_cur + 0.5 * d_prime)
+            if callback is not None:
+                callback({"i": i, "n": num_steps, "sigma": t_cur, "sigma_next": t_next,
+                          "sigma_hat": t_hat, "x": x_next, "denoised": denoised})
     return x_next
 
 
@@ -103,21 +105,22 @@ def dpmpp_2m_sampler(denoiser: Denoiser, latents: torch.Tensor, sigmas: torch.Te
     t = -sigmas[:-1].log()  # t_i for σ_i > 0
     old_denoised = None
     for i in range(num_steps):
-        denoised = _denoise(denoiser, x, sigmas[i])
-        if sigmas[i + 1] == 0:
-            x = denoised  # the limit h → ∞ of the update
-        else:
-            h = t[i + 1] - t[i]
-            if old_denoised is None:
-                denoised_d = denoised
+        with trace_range("sampler_step"):
+            denoised = _denoise(denoiser, x, sigmas[i])
+            if sigmas[i + 1] == 0:
+                x = denoised  # the limit h → ∞ of the update
             else:
-                r = (t[i] - t[i - 1]) / h
-                denoised_d = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * old_denoised
-            x = (sigmas[i + 1] / sigmas[i]) * x - torch.expm1(-h) * denoised_d
-        old_denoised = denoised
-        if callback is not None:
-            callback({"i": i, "n": num_steps, "sigma": sigmas[i], "sigma_next": sigmas[i + 1],
-                      "sigma_hat": sigmas[i], "x": x, "denoised": denoised})
+                h = t[i + 1] - t[i]
+                if old_denoised is None:
+                    denoised_d = denoised
+                else:
+                    r = (t[i] - t[i - 1]) / h
+                    denoised_d = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * old_denoised
+                x = (sigmas[i + 1] / sigmas[i]) * x - torch.expm1(-h) * denoised_d
+            old_denoised = denoised
+            if callback is not None:
+                callback({"i": i, "n": num_steps, "sigma": sigmas[i], "sigma_next": sigmas[i + 1],
+                          "sigma_hat": sigmas[i], "x": x, "denoised": denoised})
     return x
 
 

@@ -40,6 +40,14 @@ special case (its spread is zero).
 Resumption. The output store (`output.py`) marks each (date, member) done after its data is
 written; a rerun with the same config skips finished pairs. `on_write(t, members)` is called
 after each batch's flags are set (tests use it to simulate a crash).
+
+Parallel (`parallel=setup_parallel(cfg.parallel)`, every rank of a torchrun/srun/mpirun launch
+calls generate; `hpcds.ensemble.parallel`): D ensemble groups × P model-parallel ranks. Each
+rank reads only its HR cells (a chunk-aligned range) and the LR cells they need, runs its
+shard of the network, draws the noise of its global nodes (so members equal the 1-process
+ones to float32 round-off of the network), and writes its own (members, cells) region —
+nothing is gathered. The groups share the not-yet-done batches round-robin; after a batch
+the group barriers, then its shard 0 sets the flags, so a flag covers all P shards' cells.
 """
 
 from __future__ import annotations
@@ -69,13 +77,15 @@ from hpcds.data.paired import PairedDataset, require_finite
 from hpcds.diffusion.noise import batch_noise, make_noise_fn
 from hpcds.diffusion.samplers import sample
 from hpcds.diffusion.schedules import make_schedule
+from hpcds.distributed import ParallelState
 from hpcds.ensemble.model import SamplingModel, load_sampling_model
-from hpcds.ensemble.output import EnsembleLayout, EnsembleStore, open_or_create
+from hpcds.ensemble.output import EnsembleLayout, EnsembleStore
+from hpcds.ensemble.parallel import SamplingRanks, plan_shards
+from hpcds.grids import make_grid
 
 log = logging.getLogger(__name__)
 
 MEMBER_KEY_SHIFT = 32  # noise member key = k << 32 | m
-OUTPUT_CHUNK_CELLS = 65536  # cells per chunk of the output `data` (as hpcds.data.store)
 
 
 def date_seed(seed: int, date: np.datetime64) -> int:
@@ -229,16 +239,26 @@ def generate(cfg: HpcdsConfig, *, checkpoint: str | os.PathLike | None = None,
              overwrite: bool = False, model: SamplingModel | None = None,
              on_write: Callable[[int, np.ndarray], None] | None = None,
              progress: bool | None = None, report: Callable[[str], None] | None = None,
-             ) -> GenerateResult:
+             parallel: ParallelState | None = None) -> GenerateResult:
     """Sample `cfg.sampling.members` HR members per LR member for every date into
     `cfg.sampling.output`, resuming an existing matching store (see the module docstring).
 
-    progress: tqdm bar over (date, member batch) (None: only on a terminal); report: called
-    with one line per date (timing)."""
-    ds = PairedDataset.from_config(cfg, require_complete=False)
-    if not ds.report.complete:
+    progress: tqdm bar over (date, member batch) (None: only on a terminal; only on world
+    rank 0); report: called with one line per date (timing, of this rank's group).
+    parallel: `setup_parallel(cfg.parallel)` of a multi-rank launch (every rank calls
+    generate): ensemble groups × model-parallel shards, see `hpcds.ensemble.parallel`. A
+    `model` passed in is sharded in place there. The result's written/skipped count the
+    whole job's (date, member) fields."""
+    ranks = SamplingRanks.of(parallel)
+    n_cells = make_grid(cfg.grid.hr).size
+    chunk_cells, hr_ranges = ranks.decide(
+        lambda: plan_shards(cfg.sampling.output, n_cells, ranks.P, overwrite))
+    ds = PairedDataset.from_config(cfg, hr_cells=hr_ranges[ranks.p], require_complete=False)
+    ranks.agree_dates(ds)
+    if not ds.report.complete and ranks.is_root:
         log.warning("sampling only the dates both stores hold: %s", ds.report.describe())
     model = model or load_sampling_model(cfg, ds.hr_grid, checkpoint)
+    ranks.shard_model(model, n_cells, hr_ranges)  # after the (EMA) weights are loaded
     ds.normalisation = model.normalisation
     norm = model.normalisation
     sigmas = make_schedule(cfg.sampling, cfg.diffusion)
@@ -246,11 +266,13 @@ def generate(cfg: HpcdsConfig, *, checkpoint: str | os.PathLike | None = None,
     M, K = int(cfg.sampling.members), int(ds.lr.n_ensemble)
     layout = EnsembleLayout(grid=ds.hr_grid, variables=tuple(ds.variables), dates=ds.dates,
                             frequency=ds.hr.frequency, lr_members=K, members=M,
-                            chunk_cells=OUTPUT_CHUNK_CELLS)
-    store, created = open_or_create(
+                            chunk_cells=chunk_cells)
+    store, created = ranks.open_store(
         cfg.sampling.output, layout, identity=sampling_identity(cfg, model, ds.lr.path),
         overwrite=overwrite, units=ds.hr.units, config_yaml=to_yaml(cfg),
-        provenance=provenance(cfg, model, ds, sigmas))
+        provenance={**provenance(cfg, model, ds, sigmas),
+                    "parallel": {"model_parallel": ranks.P, "ensemble_groups": ranks.D,
+                                 "hr_ranges": [list(r) for r in hr_ranges]}})
     result = GenerateResult(path=Path(cfg.sampling.output), n_dates=len(ds.dates),
                             n_members=store.n_members, created=created)
 
@@ -259,7 +281,8 @@ def generate(cfg: HpcdsConfig, *, checkpoint: str | os.PathLike | None = None,
     node_index = np.arange(start, stop, dtype=np.int64)  # global SFC index of each HR row
     res_mean, res_std = norm.residual_mean[None, None, :], norm.residual_std[None, None, :]
     batches = member_batches(store.n_members, cfg.sampling.members_per_batch)
-    done = store.done()
+    # rank 0's view of the flags for every rank: all groups must agree on the work list
+    done = ranks.decide(store.done)
     todo = []  # (date index in ds, t in the store, batch)
     for i, date in enumerate(ds.dates):
         t = store.time_index(date)
@@ -268,6 +291,9 @@ def generate(cfg: HpcdsConfig, *, checkpoint: str | os.PathLike | None = None,
                 result.skipped += len(batch)
             else:
                 todo.append((i, t, batch))
+    to_write = sum(int((~done[t, batch]).sum()) for _, t, batch in todo)
+    result.skipped += sum(int(done[t, batch].sum()) for _, t, batch in todo)
+    todo = ranks.share(todo)  # this ensemble group's batches
 
     regressed: dict[tuple[int, int], np.ndarray] = {}
 
@@ -281,7 +307,7 @@ def generate(cfg: HpcdsConfig, *, checkpoint: str | os.PathLike | None = None,
         return regressed[key]
 
     bar = tqdm(total=len(todo), desc="sample", unit="batch", leave=False, file=sys.stderr,
-               disable=(None if progress is None else not progress))
+               disable=(not ranks.is_root) or (None if progress is None else not progress))
     started = time.perf_counter()
     current, forcings, date_start, date_written = None, None, 0.0, 0
     try:
@@ -301,9 +327,9 @@ def generate(cfg: HpcdsConfig, *, checkpoint: str | os.PathLike | None = None,
             hr = residual.transpose(0, 2, 1) + np.stack([interp for interp, _ in conds])
             fresh = ~done[t, batch]
             store.write(t, batch[fresh], hr[fresh], cells=slice(start, stop))
-            store.mark_done(t, batch[fresh])
-            result.written += int(fresh.sum())
-            result.skipped += int((~fresh).sum())
+            ranks.group_barrier()  # a member is done only once all P shards wrote it
+            if ranks.p == 0:
+                store.mark_done(t, batch[fresh])
             date_written += int(fresh.sum())
             bar.update(1)
             if on_write is not None:
@@ -318,6 +344,8 @@ def generate(cfg: HpcdsConfig, *, checkpoint: str | os.PathLike | None = None,
                 if report is not None:
                     bar.clear()
                     report(line)
+        ranks.world_barrier()  # the store is complete (rank 0's time covers every group)
+        result.written = to_write
     finally:
         result.seconds = time.perf_counter() - started
         bar.close()

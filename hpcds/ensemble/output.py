@@ -262,6 +262,12 @@ class EnsembleStore:
     def shape(self) -> tuple[int, int, int, int]:
         return tuple(int(s) for s in self._data.shape)
 
+    @property
+    def chunk_cells(self) -> int:
+        """Cells per chunk of `data`: writers that share a member must split the cells at
+        multiples of it."""
+        return int(self._data.chunks[3])
+
     def time_index(self, date) -> int:
         date = np.datetime64(date, "s")
         i = int(np.searchsorted(self.dates, date))

@@ -26,6 +26,7 @@ block cannot silently run unsharded.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -102,17 +103,33 @@ def _set_buffer(model: nn.Module, name: str, value: torch.Tensor) -> None:
     model._buffers[name] = value
 
 
+def _check_ranges(ranges, n: int, P: int) -> list[tuple[int, int]]:
+    """`ranges` as P (start, stop) tuples that tile [0, n) in order, each non-empty."""
+    ranges = [(int(a), int(b)) for a, b in ranges]
+    starts = [0] + [b for _, b in ranges[:-1]]
+    if (len(ranges) != P or any(a != s for (a, _), s in zip(ranges, starts))
+            or ranges[-1][1] != n or any(b <= a for a, b in ranges)):
+        raise ValueError(f"parallelize_model: hr_ranges {ranges} must be {P} non-empty "
+                         f"contiguous (start, stop) ranges covering [0, {n}) in order")
+    return ranges
+
+
 def parallelize_model(model: nn.Module, ctx: ShardContext, n_hr: int,
-                      verify: bool = True) -> ModelShard:
+                      verify: bool = True,
+                      hr_ranges: Sequence[tuple[int, int]] | None = None) -> ModelShard:
     """Shard `model` (a DownscalerNet holding the FULL graphs, as built) in place for rank
     ctx.rank of ctx.size; returns what the rank owns. Collective when verify=True (every rank
     of the group calls it): each halo plan is checked by a real exchange. A group of one
-    leaves the model unchanged."""
+    leaves the model unchanged. hr_ranges: the P HR (start, stop) ranges (default
+    `shard_ranges(n_hr, P)`), e.g. aligned to an output store's chunks; the same on every
+    rank."""
     if getattr(model, "_hpcds_model_shard", None) is not None:
         raise RuntimeError("parallelize_model: this model is already sharded")
     P, rank = ctx.size, ctx.rank
     sizes = {"hr": int(n_hr), "hidden": int(model.hidden_features.shape[0])}
     all_ranges = {k: shard_ranges(n, P) for k, n in sizes.items()}
+    if hr_ranges is not None:
+        all_ranges["hr"] = _check_ranges(hr_ranges, sizes["hr"], P)
     shard = ModelShard(rank, P, {k: r[rank] for k, r in all_ranges.items()})
     blocks = _blocks(model)
     if P == 1:
