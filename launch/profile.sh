@@ -5,14 +5,19 @@
 #   srun -n 16 launch/profile.sh --ranks 0 -- launch/ensemble.sh configs/4km.yaml
 #   launch/profile.sh --ranks all --out prof/ -- python my_script.py      # one process: rank 0
 #
-# A first argument that is a config (*.yaml, *.yml) runs `launch/train.sh CONFIG [overrides]`
-# ($HPCDS_PROFILE_TARGET to change); after `--` any command runs as given.
+# A first argument that is a config (*.yaml, *.yml) runs `launch/train.sh CONFIG [overrides]
+# profile.start_step=N profile.num_steps=M` ($HPCDS_PROFILE_TARGET to change): the trainer
+# calls cudaProfilerStart before step N and cudaProfilerStop after M steps (the config's
+# `profile` section); with --capture all no window is added. After `--` any command runs as
+# given: put the window in its overrides yourself, e.g.
+#   launch/profile.sh --ranks 0 -- launch/train.sh configs/4km.yaml profile.start_step=20 \
+#       profile.num_steps=5
 # Options (environment variable in brackets):
 #   --ranks LIST       comma-separated global ranks to profile, or "all"   [HPCDS_PROFILE_RANKS, 0]
-#   --start-step N     first step inside the capture range                 [HPCDS_PROFILE_START_STEP, 10]
-#   --num-steps N      steps inside the capture range                      [HPCDS_PROFILE_NUM_STEPS, 5]
-#   --capture MODE     "range" (cudaProfilerApi: the trainer starts and stops the profiler around
-#                      steps [N, N + M), see launch/README.md) or "all" (the whole run)
+#   --start-step N     config form: first step inside the capture range    [10]
+#   --num-steps N      config form: steps inside the capture range         [5]
+#   --capture MODE     "range" (cudaProfilerApi: nsys records only between the trainer's
+#                      cudaProfilerStart and Stop, see launch/README.md) or "all" (the whole run)
 #                                                                          [HPCDS_PROFILE_CAPTURE, range]
 #   --out DIR          reports: DIR/<name>-rank<R>.nsys-rep                [HPCDS_PROFILE_DIR, profiles]
 # Traces cuda, nvtx, osrt and mpi (NVTX ranges mark data, halo exchange, encoder, processor,
@@ -23,8 +28,8 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 ranks="${HPCDS_PROFILE_RANKS:-0}"
-start_step="${HPCDS_PROFILE_START_STEP:-10}"
-num_steps="${HPCDS_PROFILE_NUM_STEPS:-5}"
+start_step=10
+num_steps=5
 capture="${HPCDS_PROFILE_CAPTURE:-range}"
 out_dir="${HPCDS_PROFILE_DIR:-profiles}"
 die() { echo "profile.sh: $*" >&2; exit 2; }
@@ -36,7 +41,8 @@ while [ $# -gt 0 ]; do
     --capture) capture="${2:?}"; shift 2 ;;
     --out) out_dir="${2:?}"; shift 2 ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' \
+                 "${BASH_SOURCE[0]}"; exit 0 ;;
     -*) die "unknown option $1 (see --help)" ;;
     *) break ;;
   esac
@@ -45,8 +51,15 @@ done
 case "$capture" in range|all) ;; *) die "--capture must be range or all, not $capture" ;; esac
 [[ "$start_step" =~ ^[0-9]+$ && "$num_steps" =~ ^[1-9][0-9]*$ ]] \
   || die "--start-step must be >= 0 and --num-steps >= 1"
+config_form=0
 case "$1" in
-  *.yaml|*.yml) set -- "${HPCDS_PROFILE_TARGET:-$here/train.sh}" "$@" ;;
+  *.yaml|*.yml)  # every rank gets the same config; the window matters on profiled ranks only
+    config_form=1
+    set -- "${HPCDS_PROFILE_TARGET:-$here/train.sh}" "$@"
+    if [ "$capture" = range ]; then
+      set -- "$@" "profile.start_step=$start_step" "profile.num_steps=$num_steps"
+    fi
+    ;;
 esac
 
 rank="${SLURM_PROCID:-${RANK:-${OMPI_COMM_WORLD_RANK:-${PMI_RANK:-0}}}}"
@@ -57,8 +70,6 @@ else
   IFS=, read -ra wanted <<<"$ranks"
   for r in "${wanted[@]}"; do [ "$r" = "$rank" ] && chosen=1; done
 fi
-# the trainer reads these to call cudaProfilerStart/Stop around the chosen steps
-export HPCDS_PROFILE_START_STEP="$start_step" HPCDS_PROFILE_NUM_STEPS="$num_steps"
 [ "$chosen" = 1 ] || exec "$@"
 
 why=""
@@ -68,7 +79,6 @@ if [ -n "$why" ]; then
   echo "profile.sh: rank $rank: $why here: running the command unprofiled" >&2
   exec "$@"
 fi
-export HPCDS_PROFILE=1
 mkdir -p "$out_dir"
 name="$(basename "$1")"; name="${name%.*}"
 mpi_impl=openmpi
@@ -76,5 +86,11 @@ mpi_impl=openmpi
 args=(profile --trace=cuda,nvtx,osrt,mpi --mpi-impl="$mpi_impl" --force-overwrite=true
       --output="$out_dir/$name-rank$rank")
 [ "$capture" = range ] && args+=(--capture-range=cudaProfilerApi --capture-range-end=stop)
-echo "profile.sh: rank $rank: nsys ${args[*]} (steps $start_step..$((start_step + num_steps - 1)))" >&2
+window=""
+if [ "$capture" = range ] && [ "$config_form" = 1 ]; then
+  window=" (steps $start_step..$((start_step + num_steps - 1)))"
+elif [ "$capture" = range ]; then
+  window=" (the command's profile.start_step/num_steps window)"
+fi
+echo "profile.sh: rank $rank: nsys ${args[*]}$window" >&2
 exec nsys "${args[@]}" "$@"

@@ -32,10 +32,10 @@ def test_without_gpu_runs_the_command_unprofiled_with_a_notice():
 
 
 def test_rank_not_chosen_runs_silently_and_exit_status_passes_through():
-    out = run(["--ranks", "0,3", "--", "bash", "-c", "echo $HPCDS_PROFILE_NUM_STEPS; exit 7"],
-              SLURM_PROCID="1")
+    out = run(["--ranks", "0,3", "--", "bash", "-c",
+               "env | grep ^HPCDS_PROFILE_; echo ran; exit 7"], SLURM_PROCID="1")
     assert out.returncode == 7
-    assert out.stdout.strip() == "5" and out.stderr == ""
+    assert out.stdout.strip() == "ran" and out.stderr == ""  # no environment handoff
 
 
 def _fake_tools(tmp_path: Path) -> str:
@@ -50,23 +50,52 @@ def _fake_tools(tmp_path: Path) -> str:
 
 def test_chosen_rank_runs_under_nsys_with_traces_capture_range_and_report_per_rank(tmp_path):
     fake = _fake_tools(tmp_path)
-    out = run(["--ranks", "0,3", "--out", str(tmp_path / "prof"), "--start-step", "20",
-               "--num-steps", "4", "--", "python", "train.py"], fake, SLURM_PROCID="3")
+    out = run(["--ranks", "0,3", "--out", str(tmp_path / "prof"), "--", "python", "train.py",
+               "profile.start_step=20"], fake, SLURM_PROCID="3")
     assert out.returncode == 0, out.stderr
     line = out.stdout.strip()
-    assert line.startswith("nsys profile ") and line.endswith(" python train.py")
+    assert line.startswith("nsys profile ")
+    assert line.endswith(" python train.py profile.start_step=20")  # the command as given
     assert "--trace=cuda,nvtx,osrt,mpi" in line
     assert f"--output={tmp_path}/prof/python-rank3" in line
     assert "--capture-range=cudaProfilerApi --capture-range-end=stop" in line
-    assert "steps 20..23" in out.stderr
+    assert "profile.start_step/num_steps window" in out.stderr
     whole = run(["--capture", "all", "--out", str(tmp_path), "--", "true"], fake, RANK="0")
     assert "--capture-range" not in whole.stdout and "rank0" in whole.stdout
 
 
+def test_config_form_hands_the_capture_window_to_train_sh_as_overrides(tmp_path):
+    fake = _fake_tools(tmp_path)
+    out = run(["--start-step", "20", "--num-steps", "4", "--out", str(tmp_path),
+               "configs/tiny.yaml", "training.steps=30"], fake, SLURM_PROCID="0")
+    assert out.returncode == 0, out.stderr
+    line = out.stdout.strip()
+    assert line.endswith(f" {ROOT}/launch/train.sh configs/tiny.yaml training.steps=30 "
+                         "profile.start_step=20 profile.num_steps=4")
+    assert f"--output={tmp_path}/train-rank0" in line and "steps 20..23" in out.stderr
+
+
 def test_config_form_runs_the_target_with_config_and_overrides():
     out = run(["configs/tiny.yaml", "training.steps=2"], HPCDS_PROFILE_TARGET="echo",
-              HPCDS_PROFILE_RANKS="5")
-    assert out.returncode == 0 and out.stdout.strip() == "configs/tiny.yaml training.steps=2"
+              HPCDS_PROFILE_RANKS="5")  # an unprofiled rank gets the same window
+    assert out.returncode == 0
+    assert out.stdout.strip() == ("configs/tiny.yaml training.steps=2 profile.start_step=10 "
+                                  "profile.num_steps=5")
+    whole = run(["--capture", "all", "configs/tiny.yaml"], HPCDS_PROFILE_TARGET="echo",
+                HPCDS_PROFILE_RANKS="5")
+    assert whole.stdout.strip() == "configs/tiny.yaml"  # the whole run: no window
+
+
+def test_the_window_overrides_are_valid_config(tmp_path):
+    target = tmp_path / "show_profile"
+    target.write_text(f"#!/bin/sh\nexec {sys.executable} -c 'import sys; from hpcds.config.load "
+                      "import load_config; print(load_config(sys.argv[1], sys.argv[2:]).profile)'"
+                      ' "$@"\n')
+    target.chmod(0o755)
+    out = run(["--start-step", "7", "--num-steps", "3", "configs/tiny.yaml"],
+              HPCDS_PROFILE_TARGET=str(target), HPCDS_PROFILE_RANKS="5")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ProfileConfig(start_step=7, num_steps=3)"
 
 
 def test_bad_options_are_one_line_errors():
