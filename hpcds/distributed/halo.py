@@ -12,6 +12,8 @@ plan expects. Peers are ranks of the model-parallel group.
 
   graph_shard(...)   encoder/decoder/refiner edges: the source rows a rank's destinations
                      read, halo = [] | [remote sources, ascending global id]
+  local_graph_shard(...)  the same from only the rank's own edges (built per shard) and
+                     every rank's `halo_needs` (one all-gather instead of the full graph)
   window_plan(...)   sliding window of half-width b: the b rows on each side of the shard,
                      gathered from as many neighbours as needed when shards are shorter
                      than b (multi-hop); clipped at the sequence ends
@@ -236,6 +238,48 @@ def graph_shard(senders, receivers, src_ranges: Ranges, dst_ranges: Ranges,
                       senders=torch.from_numpy(local.astype(np.int64)),
                       receivers=torch.from_numpy((r[lo:hi] - d0).astype(np.int64)),
                       dst_start=d0, n_dst=d1 - d0)
+
+
+def halo_needs(senders, src_ranges: Ranges, rank: int) -> np.ndarray:
+    """(h,) int64 ascending: the distinct source ids of `senders` (one rank's edges, global
+    ids) that other shards own — what the rank must receive. Gathered over the group, these
+    lists are what `local_graph_shard` needs to know who sends what."""
+    _check_ranges(src_ranges)
+    s = np.unique(np.asarray(senders, dtype=np.int64))
+    start, stop = src_ranges[rank]
+    return s[(s < start) | (s >= stop)]
+
+
+def local_graph_shard(senders, receivers, src_ranges: Ranges, dst_ranges: Ranges, rank: int,
+                      needs: Sequence[np.ndarray]) -> GraphShard:
+    """`rank`'s GraphShard from ONLY its own edges: senders/receivers (E_loc,) global ids,
+    receivers non-decreasing and all inside dst_ranges[rank]; needs[q] = `halo_needs` of
+    rank q (e.g. all_gather_object of each rank's list). Equal to `graph_shard` of the full
+    graph (same plan, senders and receivers; `edges` covers all E_loc given edges)."""
+    s = np.asarray(senders, dtype=np.int64)
+    r = np.asarray(receivers, dtype=np.int64)
+    _check_ranges(src_ranges)
+    _check_ranges(dst_ranges)
+    if len(src_ranges) != len(dst_ranges) or len(needs) != len(src_ranges):
+        raise ValueError("source, destination and needs need one entry per rank each")
+    d0, d1 = dst_ranges[rank]
+    if len(r) and (np.any(np.diff(r) < 0) or r[0] < d0 or r[-1] >= d1):
+        raise ValueError(f"a local graph's receivers must be sorted and inside [{d0}, {d1})")
+    if len(s) and (s.min() < 0 or s.max() >= src_ranges[-1][1]):
+        raise ValueError("graph senders outside the source node set")
+    start, stop = src_ranges[rank]
+    halo = halo_needs(s, src_ranges, rank)
+    sends = {}
+    for q, ids in enumerate(needs):
+        ids = np.asarray(ids, dtype=np.int64)
+        if q != rank:
+            sends[q] = ids[(ids >= start) & (ids < stop)]
+    plan = _plan(rank, src_ranges, sends, np.zeros(0, np.int64), halo)
+    own = (s >= start) & (s < stop)
+    local = np.where(own, s - start, plan.n_local + np.searchsorted(halo, s))
+    return GraphShard(plan=plan, edges=slice(0, int(len(s))),
+                      senders=torch.from_numpy(local.astype(np.int64)),
+                      receivers=torch.from_numpy(r - d0), dst_start=d0, n_dst=d1 - d0)
 
 
 def window_plan(ranges: Ranges, rank: int, half_window: int) -> HaloPlan:

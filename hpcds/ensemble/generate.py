@@ -81,7 +81,7 @@ from hpcds.distributed import ParallelState
 from hpcds.ensemble.model import SamplingModel, load_sampling_model
 from hpcds.ensemble.output import EnsembleLayout, EnsembleStore
 from hpcds.ensemble.parallel import SamplingRanks, plan_shards
-from hpcds.grids import make_grid
+from hpcds.grids import grid_point_count
 
 log = logging.getLogger(__name__)
 
@@ -250,14 +250,15 @@ def generate(cfg: HpcdsConfig, *, checkpoint: str | os.PathLike | None = None,
     `model` passed in is sharded in place there. The result's written/skipped count the
     whole job's (date, member) fields."""
     ranks = SamplingRanks.of(parallel)
-    n_cells = make_grid(cfg.grid.hr).size
+    n_cells = grid_point_count(cfg.grid.hr)
     chunk_cells, hr_ranges = ranks.decide(
         lambda: plan_shards(cfg.sampling.output, n_cells, ranks.P, overwrite))
     ds = PairedDataset.from_config(cfg, hr_cells=hr_ranges[ranks.p], require_complete=False)
     ranks.agree_dates(ds)
     if not ds.report.complete and ranks.is_root:
         log.warning("sampling only the dates both stores hold: %s", ds.report.describe())
-    model = model or load_sampling_model(cfg, ds.hr_grid, checkpoint)
+    model = model or load_sampling_model(cfg, ds.hr_grid, checkpoint,
+                                         parts=ranks.graph_parts(n_cells, hr_ranges))
     ranks.shard_model(model, n_cells, hr_ranges)  # after the (EMA) weights are loaded
     ds.normalisation = model.normalisation
     norm = model.normalisation

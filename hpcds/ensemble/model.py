@@ -39,7 +39,8 @@ from hpcds.data.paired import Normalisation
 from hpcds.diffusion.precond import EDMPrecond
 from hpcds.errors import CheckpointError
 from hpcds.grids.geometry import Grid
-from hpcds.models import DownscalerNet, build_model_graphs
+from hpcds.models import DownscalerNet
+from hpcds.models.shard_graphs import GraphParts, model_graphs
 from hpcds.train.checkpoint import LATEST, check_compatible, load_checkpoint
 from hpcds.train.data import STATS_NAME
 
@@ -129,9 +130,11 @@ def _normalisation(state: dict, path: Path, variables: list[str]) -> Normalisati
 
 def load_sampling_model(cfg: HpcdsConfig, hr_grid: Grid,
                         checkpoint: str | os.PathLike | None = None,
-                        device: str | torch.device | None = None) -> SamplingModel:
+                        device: str | torch.device | None = None,
+                        parts: GraphParts | None = None) -> SamplingModel:
     """Build the network the checkpoint was trained as, load its (EMA) weights, wrap it in
-    `EDMPrecond`; check its variables against `cfg.data.variables`."""
+    `EDMPrecond`; check its variables against `cfg.data.variables`. parts: build only one
+    model-parallel rank's graphs (shard the network on the same ranges before use)."""
     path = default_checkpoint(cfg, checkpoint)
     if not path.is_file():
         hint = ("train one with `hpcds train`, or set sampling.checkpoint / --checkpoint"
@@ -151,7 +154,7 @@ def load_sampling_model(cfg: HpcdsConfig, hr_grid: Grid,
 
     model_cfg = train_cfg.model
     model_cfg.backend = cfg.model.backend  # kernels are an execution choice
-    graphs = build_model_graphs(model_cfg, hr_grid, cfg.grid.cache_dir)
+    graphs = model_graphs(model_cfg, hr_grid, cfg.grid.cache_dir, parts=parts)
     net = DownscalerNet(model_cfg, len(variables), len(FORCING_NAMES), graphs)
 
     weights, which = state["model"], "model"

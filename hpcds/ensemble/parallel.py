@@ -173,6 +173,15 @@ class SamplingRanks:
         if len(common) != len(ds.dates):
             ds.drop_dates(list(np.flatnonzero(~np.isin(ds.dates, common))))
 
+    def graph_parts(self, n_cells: int, hr_ranges: Sequence[tuple[int, int]]):
+        """What this rank's model builds of the graphs (`GraphParts` for the ranges
+        shard_model will use); None for one process (the full graphs)."""
+        if self.P == 1:
+            return None
+        from hpcds.models.shard_graphs import GraphParts
+
+        return GraphParts.for_rank(self.state.ctx, n_cells, hr_ranges)
+
     def shard_model(self, model, n_cells: int, hr_ranges: Sequence[tuple[int, int]]) -> None:
         """Shard the sampling model's network over the group, on `hr_ranges` (collective
         over the group: its halo plans are verified by real exchanges)."""

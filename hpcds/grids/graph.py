@@ -17,7 +17,7 @@ from scipy.spatial import cKDTree
 
 from hpcds.errors import GridError
 from hpcds.grids.cache import cached_arrays
-from hpcds.grids.geometry import Grid
+from hpcds.grids.geometry import Grid, lonlat_to_xyz
 
 _CHUNK = 1 << 18  # destinations per query batch: bounds temporary memory on huge grids
 
@@ -105,13 +105,19 @@ def _check_range(dst_range, n_dst: int) -> tuple[int, int]:
     return start, stop
 
 
+def unit_vectors_at(grid: Grid, index) -> np.ndarray:
+    """(len(index), 3) float64 unit vectors of the cells `index` (an index array or a slice)
+    without building the whole grid's: the same values as grid.unit_vectors()[index]."""
+    return lonlat_to_xyz(grid.latitudes[index], grid.longitudes[index])
+
+
 def _assemble(src: Grid, dst: Grid, senders: np.ndarray, receivers: np.ndarray,
               dst_range: tuple[int, int]) -> Graph:
-    src_xyz, dst_xyz = src.unit_vectors(), dst.unit_vectors()
     attr = np.empty((senders.size, 3), dtype=np.float32)
     for a in range(0, senders.size, _CHUNK):
         b = a + _CHUNK
-        attr[a:b] = edge_attributes(src_xyz[senders[a:b]], dst_xyz[receivers[a:b]])
+        attr[a:b] = edge_attributes(unit_vectors_at(src, senders[a:b]),
+                                    unit_vectors_at(dst, receivers[a:b]))
     return Graph(senders.astype(np.int64), receivers.astype(np.int64), attr, src.size,
                  dst.size, dst_range)
 
@@ -124,11 +130,10 @@ def knn_graph(src: Grid, dst: Grid, k: int, dst_range: tuple[int, int] | None = 
     k = int(k)
     start, stop = _check_range(dst_range, dst.size)
     tree = cKDTree(src.unit_vectors())
-    dst_xyz = dst.unit_vectors()
     senders = np.empty((stop - start, k), dtype=np.int64)
     for a in range(start, stop, _CHUNK):
         b = min(a + _CHUNK, stop)
-        _, idx = tree.query(dst_xyz[a:b], k=k)
+        _, idx = tree.query(unit_vectors_at(dst, slice(a, b)), k=k)
         senders[a - start:b - start] = np.asarray(idx).reshape(b - a, k)
     receivers = np.repeat(np.arange(start, stop, dtype=np.int64), k)
     return _assemble(src, dst, senders.ravel(), receivers, (start, stop))

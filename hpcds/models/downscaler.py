@@ -67,6 +67,13 @@ class DownscalerNet(nn.Module):
         self.activation_checkpointing = bool(cfg.activation_checkpointing)
         for name in GRAPH_BUFFERS:
             self.register_buffer(name, getattr(graphs, name), persistent=False)
+        # built from a part of the graphs (one shard's): what parallelize_model must match;
+        # None for the full graphs
+        partial = graphs.is_shard and (tuple(graphs.hr_range) != (0, graphs.n_hr) or
+                                       tuple(graphs.hidden_range) != (0, graphs.n_hidden))
+        self.graph_part = ({"n_hr": graphs.n_hr, "n_hidden": graphs.n_hidden,
+                            "hr": tuple(graphs.hr_range), "hidden": tuple(graphs.hidden_range)}
+                           if partial else None)
 
         self.noise_embedding = NoiseEmbedding(cfg.noise_embedding_dim, C)
         self.input_embedding = nn.Sequential(
@@ -95,6 +102,9 @@ class DownscalerNet(nn.Module):
                 f"expected x_in/cond (B, N, {self.n_vars}), forcings (B, N, {self.n_forcings}),"
                 f" c_noise (B,); got {tuple(x_in.shape)}, {tuple(cond.shape)}, "
                 f"{tuple(forcings.shape)}, {tuple(c_noise.shape)}")
+        if self.graph_part is not None and getattr(self, "_hpcds_model_shard", None) is None:
+            raise RuntimeError("this DownscalerNet holds one shard's graphs: shard it with "
+                               "parallelize_model before calling it")
         emb = self.noise_embedding(c_noise)  # (B, C)
         h_hr = self.input_embedding(torch.cat([x_in, cond, forcings], dim=-1))
         h_hid = self.hidden_embedding(self.hidden_features.to(h_hr.dtype))  # (N_hid, C)

@@ -38,7 +38,12 @@ class ModelGraphs:
     decoder_*: (E_dec,) senders in hidden, receivers in HR (sorted), edge_attr (E_dec, 3);
     refiner_*: (E_ref,) senders in HR, receivers in HR (sorted), edge_attr (E_ref, 3);
     hidden_features: (n_hidden, 3) float32; *_length_scale: the radians per unit of edge_attr.
-    Index tensors int64, the rest float32, all on CPU."""
+    Index tensors int64, the rest float32, all on CPU.
+
+    hr_range / hidden_range: None for the full graphs; for ONE model-parallel shard's graphs
+    (hpcds/models/shard_graphs.py) the (start, stop) destinations present: encoder receivers
+    in hidden_range, decoder and refiner receivers in hr_range (ids stay global), and
+    hidden_features (h1 - h0, 3) only that range's rows."""
 
     encoder_senders: torch.Tensor
     encoder_receivers: torch.Tensor
@@ -55,6 +60,12 @@ class ModelGraphs:
     encoder_length_scale: float
     decoder_length_scale: float
     refiner_length_scale: float
+    hr_range: tuple[int, int] | None = None
+    hidden_range: tuple[int, int] | None = None
+
+    @property
+    def is_shard(self) -> bool:
+        return self.hr_range is not None
 
 
 def transpose_graph(graph: Graph, src: Grid, dst: Grid) -> Graph:

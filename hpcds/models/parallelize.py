@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from hpcds.distributed import HaloModule, HaloPlan, ShardContext, graph_shard, window_plan
+from hpcds.distributed.halo import halo_needs, local_graph_shard
 from hpcds.grids import shard_ranges
 from hpcds.nn import GraphAttentionBlock, WindowAttentionBlock
 
@@ -117,8 +118,11 @@ def _check_ranges(ranges, n: int, P: int) -> list[tuple[int, int]]:
 def parallelize_model(model: nn.Module, ctx: ShardContext, n_hr: int,
                       verify: bool = True,
                       hr_ranges: Sequence[tuple[int, int]] | None = None) -> ModelShard:
-    """Shard `model` (a DownscalerNet holding the FULL graphs, as built) in place for rank
-    ctx.rank of ctx.size; returns what the rank owns. Collective when verify=True (every rank
+    """Shard `model` in place for rank ctx.rank of ctx.size; returns what the rank owns.
+    The model holds either the FULL graphs (`build_model_graphs`; each rank keeps its slice)
+    or only this rank's (`hpcds.models.shard_graphs.build_shard_graphs` for exactly the
+    ranges this call assigns; the halo plans then take one all-gather of the halo ids per
+    graph, and the result is the same). Collective when verify=True (every rank
     of the group calls it): each halo plan is checked by a real exchange. A group of one
     leaves the model unchanged. hr_ranges: the P HR (start, stop) ranges (default
     `shard_ranges(n_hr, P)`), e.g. aligned to an output store's chunks; the same on every
@@ -126,11 +130,19 @@ def parallelize_model(model: nn.Module, ctx: ShardContext, n_hr: int,
     if getattr(model, "_hpcds_model_shard", None) is not None:
         raise RuntimeError("parallelize_model: this model is already sharded")
     P, rank = ctx.size, ctx.rank
-    sizes = {"hr": int(n_hr), "hidden": int(model.hidden_features.shape[0])}
+    part = getattr(model, "graph_part", None)  # built from this shard's graphs only
+    n_hidden = part["n_hidden"] if part else int(model.hidden_features.shape[0])
+    sizes = {"hr": int(n_hr), "hidden": int(n_hidden)}
     all_ranges = {k: shard_ranges(n, P) for k, n in sizes.items()}
     if hr_ranges is not None:
         all_ranges["hr"] = _check_ranges(hr_ranges, sizes["hr"], P)
     shard = ModelShard(rank, P, {k: r[rank] for k, r in all_ranges.items()})
+    if part is not None and (part["n_hr"] != sizes["hr"] or any(
+            tuple(part[k]) != shard.ranges[k] for k in ("hr", "hidden"))):
+        raise ValueError(f"parallelize_model: the model holds the graphs of HR {part['hr']}, "
+                         f"hidden {part['hidden']} (n_hr {part['n_hr']}) but rank {rank} of "
+                         f"{P} owns HR {shard.ranges['hr']}, hidden {shard.ranges['hidden']} "
+                         f"(n_hr {sizes['hr']}): build the graphs for these ranges")
     blocks = _blocks(model)
     if P == 1:
         model._hpcds_model_shard = shard
@@ -149,8 +161,13 @@ def parallelize_model(model: nn.Module, ctx: ShardContext, n_hr: int,
                                 or int(receivers.max()) >= sizes[dst]):
             raise ValueError(f"parallelize_model: graph {prefix!r} indexes beyond the "
                              f"{src}/{dst} node counts {sizes[src]}/{sizes[dst]} (n_hr wrong?)")
-        gs = graph_shard(senders.cpu().numpy(), receivers.cpu().numpy(), all_ranges[src],
-                         all_ranges[dst], rank)
+        s_np, r_np = senders.cpu().numpy(), receivers.cpu().numpy()
+        if part is None:
+            gs = graph_shard(s_np, r_np, all_ranges[src], all_ranges[dst], rank)
+        else:  # only our edges: learn who needs which of our rows from everyone's halo
+            needs = ctx.transport.all_gather_object(halo_needs(s_np, all_ranges[src], rank))
+            gs = local_graph_shard(s_np, r_np, all_ranges[src], all_ranges[dst], rank, needs)
+        del s_np, r_np
         dev = senders.device
         _set_buffer(model, names[0], gs.senders.to(dev))
         _set_buffer(model, names[1], gs.receivers.to(dev))
@@ -166,8 +183,9 @@ def parallelize_model(model: nn.Module, ctx: ShardContext, n_hr: int,
             if key not in shard.plans:
                 shard.plans[key] = window_plan(all_ranges[entry], rank, blk.window // 2).to(dev)
             blk.halo = HaloModule(shard.plans[key], ctx)
-    h0, h1 = shard.ranges["hidden"]
-    _set_buffer(model, "hidden_features", model.hidden_features[h0:h1].clone())
+    if part is None:
+        h0, h1 = shard.ranges["hidden"]
+        _set_buffer(model, "hidden_features", model.hidden_features[h0:h1].clone())
 
     if verify:
         for key in sorted(shard.plans):  # the same order on every rank

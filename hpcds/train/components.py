@@ -21,7 +21,8 @@ from hpcds.diffusion.loss import make_loss
 from hpcds.diffusion.precond import EDMPrecond
 from hpcds.errors import ConfigError
 from hpcds.grids import Grid
-from hpcds.models import DownscalerNet, build_model_graphs
+from hpcds.models import DownscalerNet
+from hpcds.models.shard_graphs import GraphParts, model_graphs
 
 
 @dataclass
@@ -32,13 +33,16 @@ class Components:
 
 
 def build_components(cfg: HpcdsConfig, hr_grid: Grid, n_vars: int, n_forcings: int,
-                     device: torch.device | str = "cpu") -> Components:
+                     device: torch.device | str = "cpu",
+                     parts: GraphParts | None = None) -> Components:
+    """parts: build only one model-parallel rank's graphs (then shard the net with
+    parallelize_model on the same ranges); None: the full graphs."""
     weights = cfg.diffusion.variable_weights
     if weights is not None and len(weights) != n_vars:
         raise ConfigError(f"bad value {list(weights)} for config key 'diffusion.variable_weights':"
                           f" expected {n_vars} weights, one per data.variables entry, or null")
     cache_dir = Path(cfg.grid.cache_dir)
-    graphs = build_model_graphs(cfg.model, hr_grid, cache_dir=cache_dir)
+    graphs = model_graphs(cfg.model, hr_grid, cache_dir=cache_dir, parts=parts)
     net = DownscalerNet(cfg.model, n_vars, n_forcings, graphs).to(device)
     denoiser = EDMPrecond(net, cfg.diffusion.sigma_data,
                           deterministic=cfg.diffusion.deterministic)

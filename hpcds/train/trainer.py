@@ -47,6 +47,7 @@ from hpcds.config.schema import HpcdsConfig, TrainingConfig
 from hpcds.data.paired import PairedDataset
 from hpcds.diffusion.precond import EDMPrecond
 from hpcds.errors import UserError
+from hpcds.models.shard_graphs import GraphParts
 from hpcds.train import rng
 from hpcds.train.checkpoint import (LATEST, check_compatible, load_checkpoint, save_checkpoint,
                                     step_name)
@@ -132,7 +133,10 @@ def train(cfg: HpcdsConfig, progress: bool = True, stop_at: int | None = None) -
     n_vars = first["target"].shape[1]
 
     rng.seed_all(seed)
-    comps = build_components(cfg, ds.hr_grid, n_vars, first["forcings"].shape[1], device)
+    # P > 1: only this rank's graphs (tp.shard assigns the same default ranges)
+    parts = GraphParts.for_rank(tp.state.ctx, tp.n_hr)
+    comps = build_components(cfg, ds.hr_grid, n_vars, first["forcings"].shape[1], device,
+                             parts=parts)
     net, denoiser, loss_fn = comps.net, comps.denoiser, comps.loss
     shard = tp.shard(net)  # P = 1: unchanged
     optimizer = make_optimizer(net, t)
