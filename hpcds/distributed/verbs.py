@@ -68,8 +68,18 @@ def all_reduce_replicated_grads(module: torch.nn.Module, ctx: ShardContext) -> N
     rank issues the same reduction."""
     if ctx.size == 1:
         return
+    sum_grads(module, ctx.group)
+
+
+@torch.no_grad()
+def sum_grads(module: torch.nn.Module, group=None, scale: float = 1.0) -> None:
+    """grad ← scale · Σ_group grad for every trainable parameter, in place (one all-reduce
+    per dtype; a missing .grad takes part as zeros). group None = the whole world."""
     params = [p for p in module.parameters() if p.requires_grad]
     for p in params:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
-    prim.all_reduce_sum_coalesced_([p.grad for p in params], ctx.group)
+    grads = [p.grad for p in params]
+    prim.all_reduce_sum_coalesced_(grads, group)
+    if scale != 1.0:
+        torch._foreach_mul_(grads, scale)

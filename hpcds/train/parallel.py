@@ -41,6 +41,7 @@ import torch
 from hpcds.data.stats import RunningStats
 from hpcds.diffusion.noise import batch_noise
 from hpcds.distributed import ParallelState, all_reduce_sum, setup_parallel
+from hpcds.distributed.verbs import sum_grads
 from hpcds.distributed import primitives as prim
 from hpcds.errors import ConfigError
 from hpcds.grids import grid_point_count, shard_ranges
@@ -120,16 +121,8 @@ class TrainParallel:
     @torch.no_grad()
     def reduce_grads(self, net: torch.nn.Module) -> None:
         """Plain torch path: grad ← Σ_world grad / D (see the module docstring)."""
-        if self.world_size == 1:
-            return
-        params = [p for p in net.parameters() if p.requires_grad]
-        for p in params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-        grads = [p.grad for p in params]
-        prim.all_reduce_sum_coalesced_(grads, None)
-        if self.data_parallel > 1:
-            torch._foreach_mul_(grads, 1.0 / self.data_parallel)
+        if self.world_size > 1:
+            sum_grads(net, None, scale=1.0 / self.data_parallel)
 
     def barrier(self) -> None:
         prim.barrier(None)
