@@ -28,7 +28,8 @@ from hpcds.data.forcings import forcing_fields, static_forcings_from_store
 from hpcds.data.stats import RunningStats
 from hpcds.data.store import Store, open_store
 from hpcds.errors import DataCheckError, StoreError
-from hpcds.grids import Grid, interpolation_matrix, make_grid
+from hpcds.grids import Grid, cached_interpolation_matrix
+from hpcds.grids.grid_cache import cached_grid
 
 def check_variables(store: Store, variables: list[str], role: str) -> None:
     missing = [v for v in variables if v not in store.variables]
@@ -70,7 +71,9 @@ class Normalisation:
 class PairedDataset:
     def __init__(self, lr: Store, hr: Store, forcings: Store, *, lr_grid: Grid, hr_grid: Grid,
                  variables: list[str], report: DateReport, nan_policy: NanPolicy,
-                 hr_cells: tuple[int, int] | None = None):
+                 hr_cells: tuple[int, int] | None = None,
+                 cache_dir: str | os.PathLike | None = None):
+        """cache_dir: where this shard's interpolation rows are cached (None: built)."""
         for store, role in ((lr, "LR"), (hr, "HR")):
             check_variables(store, variables, role)
         self.lr, self.hr, self.forcings_store = lr, hr, forcings
@@ -86,7 +89,8 @@ class PairedDataset:
                                               f"set grid.hr to the store's grid ({hr.resolution})",
                                               cells=self.hr_cells)
         # (b-a, n_lr) rows of this shard; only the LR columns they touch are ever read
-        interp = interpolation_matrix(lr_grid, hr_grid, rows=self.hr_cells).tocsc()
+        interp = cached_interpolation_matrix(lr_grid, hr_grid, rows=self.hr_cells,
+                                             cache_dir=cache_dir).tocsc()
         self.lr_needed = np.flatnonzero(np.diff(interp.indptr))  # LR cells (SFC) this shard uses
         self.interp = interp[:, self.lr_needed].tocsr()  # (b-a, n_needed)
         self._static = static_forcings_from_store(forcings, hr_grid, self.hr_cells)
@@ -118,9 +122,10 @@ class PairedDataset:
         if require_complete and not report.complete:
             raise DataCheckError(f"{report.describe()}; fix the stores or restrict "
                                  "data.start_date/data.end_date")
-        ds = cls(lr, hr, forcings, lr_grid=make_grid(cfg.grid.lr),
-                 hr_grid=make_grid(cfg.grid.hr), variables=d.variables, report=report,
-                 nan_policy=d.nan_policy, hr_cells=hr_cells)
+        cache = cfg.grid.cache_dir  # large grids: built once, then memory-mapped
+        ds = cls(lr, hr, forcings, lr_grid=cached_grid(cfg.grid.lr, cache),
+                 hr_grid=cached_grid(cfg.grid.hr, cache), variables=d.variables, report=report,
+                 nan_policy=d.nan_policy, hr_cells=hr_cells, cache_dir=cache)
         if d.nan_policy is NanPolicy.skip_date:
             ds.drop_dates(sorted({i for _, i in ds.nan_dates()}))
         return ds

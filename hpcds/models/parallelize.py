@@ -171,7 +171,8 @@ def parallelize_model(model: nn.Module, ctx: ShardContext, n_hr: int,
         dev = senders.device
         _set_buffer(model, names[0], gs.senders.to(dev))
         _set_buffer(model, names[1], gs.receivers.to(dev))
-        _set_buffer(model, names[2], attr[gs.edges].clone())
+        # a pre-sharded graph's attributes are already exactly the local ones: no copy
+        _set_buffer(model, names[2], attr if part is not None else attr[gs.edges].clone())
         shard.plans[prefix] = gs.plan.to(dev)
 
     dev = model.hidden_features.device
