@@ -174,6 +174,7 @@ def parallelize_model(model: nn.Module, ctx: ShardContext, n_hr: int,
         # a pre-sharded graph's attributes are already exactly the local ones: no copy
         _set_buffer(model, names[2], attr if part is not None else attr[gs.edges].clone())
         shard.plans[prefix] = gs.plan.to(dev)
+        del senders, receivers, attr, gs  # the global-id buffers go before the next graph
 
     dev = model.hidden_features.device
     for name, blk, kind, entry in blocks:
