@@ -321,6 +321,25 @@ def rank_budget(P: int) -> None:
     mark("edge bias on 1/16 of the refiner edges", t, extra_gib=round(extra_gib, 3),
          scaled_to_all_edges_gib=round(16 * extra_gib, 2),
          exact_linear_plus_silu_gib=round(2 * attr.shape[0] * 32 * 4 / 2**30, 2))
+    # the same MLP in EdgeBias.CHUNK pieces (what the model now runs): all refiner edges,
+    # forward without autograd (sampling), then forward + backward (training)
+    bias.chunk = EdgeBias.CHUNK
+    for grad in (False, True):
+        stop.clear()
+        before = peak[0] = _rss_kib(os.getpid())[1]
+        th = threading.Thread(target=sample_rss, daemon=True)
+        th.start()
+        t = time.perf_counter()
+        with torch.set_grad_enabled(grad):
+            out = bias(attr)
+            if grad:
+                out.square().sum().backward()
+            del out
+        stop.set()
+        th.join()
+        mark(f"edge bias in pieces of {EdgeBias.CHUNK}, all {attr.shape[0]} refiner edges, "
+             f"{'forward + backward' if grad else 'forward, no autograd'}", t,
+             extra_gib=round((peak[0] - before) / 2**20, 3))
     n_local = hr_range[1] - hr_range[0]
     C = cfg.model.hidden_dim
     print("BUDGET per-HR-row tensors (1, n_local, C) float32:",

@@ -61,13 +61,31 @@ class RMSNorm(nn.Module):
 
 class EdgeBias(nn.Module):
     """edge_attr (E, A) → (E, heads): a per-head additive attention bias from the edge
-    geometry ([east, north, distance] / length scale). A narrow MLP: per-edge memory is
-    E·hidden, and E is ~k× the number of high-resolution nodes."""
+    geometry ([east, north, distance] / length scale). A narrow MLP, but E is ~k× the number
+    of high-resolution nodes: its two (E, hidden) activations (Linear, SiLU) would be
+    12.5 GiB for the refiner of one O2560 shard at P = 4 (perf/results/dryrun-4km-20261124.md).
+    So graphs of more than `chunk` edges are evaluated in pieces of `chunk` rows; under
+    autograd each piece is checkpointed (its (chunk, A) input is kept and the hidden
+    activations are recomputed in backward), so at most one piece's (chunk, hidden) pair
+    exists at a time. The MLP is row-wise: the pieces give the same rows (up to the float
+    rounding of differently blocked matrix products)."""
 
-    def __init__(self, attr_dim: int, heads: int, hidden: int = 32):
+    CHUNK = 1 << 21  # edges per piece: 2·2 M·32 float32 = 0.5 GiB of hidden activations
+
+    def __init__(self, attr_dim: int, heads: int, hidden: int = 32, chunk: int | None = None):
         super().__init__()
         self.mlp = nn.Sequential(nn.Linear(attr_dim, hidden), nn.SiLU(),
                                  nn.Linear(hidden, heads))
+        self.chunk = int(chunk or self.CHUNK)
 
     def forward(self, edge_attr: torch.Tensor) -> torch.Tensor:
-        return self.mlp(edge_attr)
+        if edge_attr.shape[0] <= self.chunk:
+            return self.mlp(edge_attr)
+        pieces = edge_attr.split(self.chunk)
+        if torch.is_grad_enabled():
+            from torch.utils.checkpoint import checkpoint
+
+            outs = [checkpoint(self.mlp, p, use_reentrant=False) for p in pieces]
+        else:
+            outs = [self.mlp(p) for p in pieces]
+        return torch.cat(outs)
