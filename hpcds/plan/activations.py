@@ -219,8 +219,9 @@ def meta_graphs(shape: ShardShape) -> ModelGraphs:
             values[name] = shape.n_hr
         elif name == "n_hidden":
             values[name] = shape.n_hidden
-        else:
-            values[name] = 1.0  # length scales
+        elif name.endswith("_length_scale"):
+            values[name] = 1.0
+        # other fields (the shard ranges) keep their defaults: a full graph of the shard's shape
     return ModelGraphs(**values)
 
 
