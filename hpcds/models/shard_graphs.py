@@ -44,7 +44,7 @@ from hpcds.models.graphs import ModelGraphs, build_model_graphs, hidden_node_fea
 
 _HR_CHUNK = 1 << 16  # HR cells per candidate chunk (SFC-contiguous, so compact)
 _HIDDEN_PIECE = 1 << 14  # hidden nodes per cap of the shard's region
-_EPS = 1e-9  # radians of slack on every cap test
+_EPS = 1e-6  # radians (6 m) of slack on every cap test: far above arccos rounding (~1e-8)
 
 
 def _caps(xyz: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
