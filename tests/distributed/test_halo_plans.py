@@ -168,32 +168,15 @@ def test_plan_builders_reject_bad_input():
         gather_halo(torch.zeros(1, 3, 2), window_plan([(0, 4), (4, 8)], 0, 1), None)
 
 
-def test_parallelized_model_in_threads_matches_and_deep_copies(thread_ranks):
+def test_parallelized_model_in_threads_matches_and_deep_copies(thread_ranks, tiny_model):
     """parallelize_model on 3 in-process ranks: the output rows equal the unsharded model's,
     and a deep copy of a sharded model (what EMA makes) shares the plans and still works."""
     import copy
 
-    from hpcds.config.load import load_config
-    from hpcds.grids import make_grid
-    from hpcds.models import DownscalerNet, build_model_graphs
     from hpcds.models.parallelize import parallelize_model
 
-    cfg = load_config("tiny", ["grid.hr.name=1.0/1.0", "model.hidden_grid.name=1.5/1.5",
-                               "model.hidden_dim=8", "model.num_heads=2", "model.window=8",
-                               "model.noise_embedding_dim=8"])
-    graphs = build_model_graphs(cfg.model, make_grid(cfg.grid.hr))
-    torch.manual_seed(0)
-    ref = DownscalerNet(cfg.model, 2, 1, graphs)
-    with torch.no_grad():
-        for p in ref.parameters():
-            if torch.all(p == 0):
-                p.add_(0.05 * torch.randn(p.shape))
-    gen = torch.Generator().manual_seed(1)
+    cfg, graphs, ref, (x, cond, forc, c_noise), full = tiny_model
     n = graphs.n_hr
-    x, cond, forc = (torch.randn(2, n, c, generator=gen) for c in (2, 2, 1))
-    c_noise = torch.randn(2, generator=gen)
-    with torch.no_grad():
-        full = ref(x, cond, forc, c_noise)
 
     def rank(r, tr):
         from hpcds.distributed import ShardContext

@@ -10,32 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from hpcds.config.load import load_config
 from hpcds.distributed import ShardContext
 from hpcds.grids import make_grid, shard_ranges
-from hpcds.models import DownscalerNet, build_model_graphs
+from hpcds.models import DownscalerNet
 from hpcds.models.parallelize import parallelize_model
 from hpcds.models.shard_graphs import build_shard_graphs
 
 
-def test_model_from_shard_graphs_matches_full(thread_ranks, tmp_path):
-    cfg = load_config("tiny", ["grid.hr.name=1.0/1.0", "model.hidden_grid.name=1.5/1.5",
-                               "model.hidden_dim=8", "model.num_heads=2", "model.window=8",
-                               "model.noise_embedding_dim=8"])
-    hr = make_grid(cfg.grid.hr)
-    graphs = build_model_graphs(cfg.model, hr)
-    torch.manual_seed(0)
-    ref = DownscalerNet(cfg.model, 2, 1, graphs)
-    with torch.no_grad():
-        for p in ref.parameters():
-            if torch.all(p == 0):
-                p.add_(0.05 * torch.randn(p.shape))
-    gen = torch.Generator().manual_seed(1)
+def test_model_from_shard_graphs_matches_full(thread_ranks, tmp_path, tiny_model):
+    cfg, graphs, ref, (x, cond, forc, c_noise), full = tiny_model
     n = graphs.n_hr
-    x, cond, forc = (torch.randn(2, n, c, generator=gen) for c in (2, 2, 1))
-    c_noise = torch.randn(2, generator=gen)
-    with torch.no_grad():
-        full = ref(x, cond, forc, c_noise)
+    hr = make_grid(cfg.grid.hr)
     hr_ranges = [(0, 20), (20, n - 30), (n - 30, n)]  # uneven
     hidden_ranges = shard_ranges(graphs.n_hidden, 3)
 
