@@ -18,7 +18,8 @@ def register(commands) -> None:
         "demo", help="the whole pipeline on the Alps benchmark, in one command",
         description="Build the benchmark (data.*_store), train the EDM diffusion downscaler "
                     "and the deterministic conditional-mean model (run dirs train_diffusion/ and "
-                    "train_deterministic/ under --out), sample an ensemble, evaluate it against "
+                    "train_deterministic/ under --out), sample an ensemble for the held-out dates "
+                    "(the last training.val_dates, never trained on), evaluate it against "
                     "the truth, the interpolated LR input, the deterministic model and the "
                     "oracle (exact p(HR|LR)), and write the report. Settings: configs/demo.yaml "
                     "plus key=value overrides; --quick is the small CI size.",
