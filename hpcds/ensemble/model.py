@@ -83,10 +83,20 @@ def file_sha256(path: str | os.PathLike, block: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
+# Schema keys added after checkpoints existed, with the value that rebuilds those checkpoints'
+# models: a saved config that lacks the key predates it (its model had no refiner).
+LEGACY_VALUES = {("model", "refiner_layers"): 0}
+
+
 def config_from_yaml(text: str, path: Path) -> HpcdsConfig:
-    """A checkpoint's resolved config YAML → `HpcdsConfig` (schema defaults fill the rest)."""
+    """A checkpoint's resolved config YAML → `HpcdsConfig` (LEGACY_VALUES for keys it predates,
+    schema defaults for the rest)."""
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(HpcdsConfig), OmegaConf.create(text))
+        saved = OmegaConf.create(text)
+        for (section, key), value in LEGACY_VALUES.items():
+            if section in saved and key not in saved[section]:
+                saved[section][key] = value
+        merged = OmegaConf.merge(OmegaConf.structured(HpcdsConfig), saved)
         return OmegaConf.to_object(merged)
     except Exception as exc:  # noqa: BLE001 - any parse/merge failure is one message
         first = " ".join(str(exc).split("\n")[0].split())[:160]

@@ -264,3 +264,20 @@ def test_cli_sample_help(capsys):
     text = capsys.readouterr().out
     for option in ("--checkpoint", "--members", "--overwrite", "sampling.members"):
         assert option in text
+
+
+def test_checkpoint_config_older_than_a_key_gets_its_legacy_value(tmp_path):
+    """A saved config without model.refiner_layers predates the refiner: its model had none,
+    so it is rebuilt with 0 (not today's default); a config that has the key keeps it."""
+    from hpcds.config.load import to_yaml
+    from hpcds.ensemble.model import config_from_yaml
+
+    cfg = load_config("tiny")
+    assert cfg.model.refiner_layers >= 1
+    saved = OmegaConf.create(to_yaml(cfg))
+    assert config_from_yaml(OmegaConf.to_yaml(saved), tmp_path).model.refiner_layers == \
+        cfg.model.refiner_layers
+    del saved.model["refiner_layers"]
+    old = config_from_yaml(OmegaConf.to_yaml(saved), tmp_path)
+    assert old.model.refiner_layers == 0
+    assert old.model.hidden_dim == cfg.model.hidden_dim
