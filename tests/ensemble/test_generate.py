@@ -21,27 +21,17 @@ from hpcds.grids import make_grid
 from hpcds.train.checkpoint import load_checkpoint, save_checkpoint
 
 N_DATES = 3
-SMALL_MODEL = ["model.hidden_dim=16", "model.num_heads=2", "model.processor_layers=1",
+MODEL = ["model.hidden_dim=16", "model.num_heads=2", "model.processor_layers=1",
                "model.noise_embedding_dim=16", "model.window=16"]
 SAMPLING = ["sampling.steps=3", "sampling.members=3", "sampling.S_churn=2.0",
             "sampling.S_min=0.01", "sampling.S_max=50"]
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """Benchmark stores and a checkpoint of a few training steps (the real trainer)."""
-    out = tmp_path_factory.mktemp("ens")
-    common = [f"run.out_dir={out}", f"benchmark.n_dates={N_DATES}", *SMALL_MODEL, "--quiet"]
-    assert main(["data", "benchmark", "tiny", *common]) == 0
-    assert main(["train", "tiny", *common, "training.steps=3", "training.val_dates=1",
-                 "training.warmup_steps=1", "training.val_every=100",
-                 "training.checkpoint_every=100"]) == 0
-    return out
 
 
 def config(run_dir, *extra):
     return load_config("tiny", [f"run.out_dir={run_dir}", f"benchmark.n_dates={N_DATES}",
-                                *SMALL_MODEL, *SAMPLING, *extra])
+                                *MODEL, *SAMPLING, *extra])
 
 
 def read_all(path) -> np.ndarray:
@@ -238,7 +228,7 @@ def test_checkpoint_errors(run_dir):
 def test_cli_sample(run_dir, reference, capsys):
     _, values = reference
     args = ["sample", "tiny", f"run.out_dir={run_dir}", f"benchmark.n_dates={N_DATES}",
-            *SMALL_MODEL, *SAMPLING, "sampling.members_per_batch=2",
+            *MODEL, *SAMPLING, "sampling.members_per_batch=2",
             f"sampling.output={run_dir}/cli.zarr", "--quiet"]
     assert main(args) == 0
     first = capsys.readouterr().out

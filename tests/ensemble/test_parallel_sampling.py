@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 import torch
 
-from hpcds.cli.main import main
 from hpcds.config.load import load_config
 from hpcds.ensemble.generate import generate
 from hpcds.ensemble.output import EnsembleStore
@@ -87,15 +86,6 @@ def test_single_process_ranks_are_trivial(tmp_path):
 
 
 # ---------------------------------------------------------------------- on real ranks
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("pens")
-    common = [f"run.out_dir={out}", f"benchmark.n_dates={N_DATES}", *MODEL, "--quiet"]
-    assert main(["data", "benchmark", "tiny", *common]) == 0
-    assert main(["train", "tiny", *common, "training.steps=3", "training.val_dates=1",
-                 "training.warmup_steps=1", "training.val_every=100",
-                 "training.checkpoint_every=100"]) == 0
-    return out
 
 
 def overrides(run_dir, name, *extra):
