@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 
 import torch
 
 from hpcds.errors import ConfigError
+from hpcds.train.checkpoint import step_name
 from hpcds.train.parallel import TrainParallel
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,7 @@ class PlainStepper:
     def optimizer_state(self) -> dict:
         return self.optimizer.state_dict()
 
-    def load_optimizer_state(self, state: dict, path) -> None:
+    def load_optimizer_state(self, state: dict, run_dir: Path, step: int) -> None:
         self.optimizer.load_state_dict(state)
 
 
@@ -96,21 +98,26 @@ class DeepSpeedStepper:
     def optimizer_state(self) -> dict:
         return {}  # partitioned: saved with DeepSpeed's own checkpoint (save_deepspeed)
 
-    def load_optimizer_state(self, state: dict, path) -> None:
-        tag = path.stem
-        ds_dir = path.parent / "deepspeed"
+    def load_optimizer_state(self, state: dict, run_dir: Path, step: int) -> None:
+        """Every rank's partition of the optimizer state saved at `step` (save_deepspeed)."""
+        tag, ds_dir = _tag(step), run_dir / "deepspeed"
         loaded, _ = self.engine.load_checkpoint(str(ds_dir), tag=tag, load_module_strict=True,
                                                 load_optimizer_states=True,
                                                 load_lr_scheduler_states=False)
         if loaded is None:
-            raise ConfigError(f"no DeepSpeed optimizer state {ds_dir}/{tag} beside {path}: "
+            raise ConfigError(f"no DeepSpeed optimizer state {ds_dir}/{tag} for step {step}: "
                               "resume with the same parallel.use_deepspeed, or start a new "
                               "run_dir")
 
-    def save_deepspeed(self, run_dir, tag: str) -> None:
-        """Collective: every rank writes its optimizer partition under run_dir/deepspeed/tag."""
-        self.engine.save_checkpoint(str(run_dir / "deepspeed"), tag=tag,
+    def save_deepspeed(self, run_dir: Path, step: int) -> None:
+        """Collective: every rank writes its optimizer partition under
+        run_dir/deepspeed/step-XXXXXXX (the step's checkpoint name)."""
+        self.engine.save_checkpoint(str(run_dir / "deepspeed"), tag=_tag(step),
                                     save_latest=False)
+
+
+def _tag(step: int) -> str:
+    return step_name(step).removesuffix(".pt")
 
 
 def make_stepper(net, optimizer, cfg, tp: TrainParallel, device: torch.device):

@@ -162,7 +162,7 @@ def train(cfg: HpcdsConfig, progress: bool = True, stop_at: int | None = None) -
             check_compatible(net, weights, state["config"], config_yaml, latest)
         net.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
-        stepper.load_optimizer_state(state["optimizer"], latest)
+        stepper.load_optimizer_state(state["optimizer"], run_dir, int(state["step"]))
         scheduler.load_state_dict(state["scheduler"])
         order.load_state_dict(state["data"])
         rng.restore(state["rng"], generators)
@@ -199,7 +199,7 @@ def train(cfg: HpcdsConfig, progress: bool = True, stop_at: int | None = None) -
 
     def checkpoint(at: int, train_loss: float | None) -> Path:
         if hasattr(stepper, "save_deepspeed"):  # collective: every rank's partition
-            stepper.save_deepspeed(run_dir, step_name(at).removesuffix(".pt"))
+            stepper.save_deepspeed(run_dir, at)
         path = run_dir / step_name(at)
         if tp.is_main:
             path = save_checkpoint(run_dir, {
