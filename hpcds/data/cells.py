@@ -28,8 +28,9 @@ def store_cells_for_grid(store, grid: Grid, what: str, fix: str,
     native = store.cell_order != "sfc"
     index = grid.native_index[start:stop] if native else np.arange(start, stop)
     lat, lon = grid.latitudes[start:stop], grid.longitudes[start:stop]
-    dlat = np.abs(store.latitudes[index] - lat)
-    dlon = np.abs((store.longitudes[index] - lon + 180.0) % 360.0 - 180.0)
+    store_lat, store_lon = store.coordinates_at(index if native else slice(start, stop))
+    dlat = np.abs(store_lat - lat)
+    dlon = np.abs((store_lon - lon + 180.0) % 360.0 - 180.0)
     dlon = np.where(np.abs(lat) > 89.999, 0.0, dlon)  # longitude is moot at a pole
     worst = float(max(dlat.max(initial=0.0), dlon.max(initial=0.0)))
     if worst > COORD_TOLERANCE_DEG:

@@ -377,6 +377,16 @@ class Store:
     def longitudes(self) -> np.ndarray:
         return np.asarray(self._group["longitudes"][...], dtype=np.float64)
 
+    def coordinates_at(self, cells: slice | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(latitudes, longitudes) float64 of `cells` (a slice or an index array). A slice is
+        read from the store alone, without loading (and caching) the whole coordinate
+        arrays: at O2560 those are 0.4 GB per store, and a model-parallel rank needs only its
+        own range."""
+        if isinstance(cells, slice) and "latitudes" not in self.__dict__:
+            return tuple(np.asarray(self._group[name][cells], dtype=np.float64)
+                         for name in ("latitudes", "longitudes"))
+        return self.latitudes[cells], self.longitudes[cells]
+
     @cached_property
     def native_index(self) -> np.ndarray | None:
         """(cell,) int64 position of each cell in the native order; None if not stored."""
