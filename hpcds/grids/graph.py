@@ -20,6 +20,9 @@ from hpcds.grids.cache import cached_arrays
 from hpcds.grids.geometry import Grid, lonlat_to_xyz
 
 _CHUNK = 1 << 18  # destinations per query batch: bounds temporary memory on huge grids
+# cached graph arrays of this size or more are memory-mapped, not read into memory: an
+# O2560 shard's graphs are ~3 GB, and the ranks only ever read them
+_MMAP_MIN_BYTES = 1 << 26
 
 
 @dataclass(frozen=True, eq=False)
@@ -191,7 +194,9 @@ def cached_graph(builder_name: str, params: dict, build_fn, cache_dir: str | os.
     size and coordinates) and every builder argument, e.g.
     ``cached_graph("knn", {"src": hr, "dst": hidden, "k": 8, "dst_range": (a, b)},
     lambda: knn_graph(hr, hidden, 8, (a, b)), cache_dir)``.
+    Large arrays read from the cache are copy-on-write memory maps of the entry's file.
     """
     arrays = cached_arrays(f"graph-{builder_name}", params,
-                           lambda: build_fn().to_arrays(), cache_dir, check=_check_graph)
+                           lambda: build_fn().to_arrays(), cache_dir, check=_check_graph,
+                           mmap_min_bytes=_MMAP_MIN_BYTES)
     return Graph.from_arrays(arrays)
