@@ -13,6 +13,16 @@
       out    = Linear(modLN(h_out))                             (B, N_hr, V), zero-initialised
 At initialisation every block is the identity and the output is exactly 0 (so D = c_skip·x).
 
+Activation checkpointing (`model.activation_checkpointing`, with grad enabled): every block —
+encoder, each processor block, decoder, each refiner block — runs under
+torch.utils.checkpoint (non-reentrant). Only the blocks' inputs stay alive after the forward
+pass (plus the embeddings' and the head's activations); the backward recomputes one block at
+a time. The HR-side graph blocks dominate the activations at 4.4 km (per-edge and (N_hr, C)
+tensors), so they are checkpointed as well as the processor. Under model parallelism a
+recomputed block repeats its halo exchange in backward; the autograd graphs are identical on
+every rank, so the recomputes (and their exchanges) come in the same order everywhere
+(tests/distributed/test_checkpointing_sharded.py).
+
 Why the refiner: the hidden grid is several HR spacings wide, and the only other path is the
 per-node skip. Denoising at small σ means averaging a node's noisy value with its HR
 neighbours' — below the hidden spacing nothing else can do that, and without it the sampled
@@ -91,6 +101,14 @@ class DownscalerNet(nn.Module):
             for _ in range(cfg.refiner_layers))
         self.head = OutputHead(C, C, self.n_vars, get_op("modulated_layer_norm", cfg.backend))
 
+    def _block(self, blk: nn.Module, *args) -> torch.Tensor:
+        """blk(*args), checkpointed when training with activation checkpointing: only the
+        block's inputs are kept, and its activations are recomputed in backward (halo
+        exchange included: the recompute exchanges again, in the same order on every rank)."""
+        if self.activation_checkpointing and torch.is_grad_enabled():
+            return checkpoint(blk, *args, use_reentrant=False)
+        return blk(*args)
+
     def forward(self, x_in: torch.Tensor, cond: torch.Tensor, forcings: torch.Tensor,
                 c_noise: torch.Tensor) -> torch.Tensor:
         """x_in = c_in·x_noisy, cond (B, N_hr, V), forcings (B, N_hr, F), c_noise (B,)
@@ -111,19 +129,16 @@ class DownscalerNet(nn.Module):
         h_hid = h_hid.unsqueeze(0).expand(B, -1, -1)
 
         with record_function("encoder"):
-            h_hid = self.encoder(h_hid, h_hr, emb, self.encoder_senders,
-                                 self.encoder_receivers, self.encoder_edge_attr)
+            h_hid = self._block(self.encoder, h_hid, h_hr, emb, self.encoder_senders,
+                                self.encoder_receivers, self.encoder_edge_attr)
         with record_function("processor"):
             for blk in self.processor:
-                if self.activation_checkpointing and torch.is_grad_enabled():
-                    h_hid = checkpoint(blk, h_hid, emb, use_reentrant=False)
-                else:
-                    h_hid = blk(h_hid, emb)
+                h_hid = self._block(blk, h_hid, emb)
         with record_function("decoder"):
-            h_out = self.decoder(h_hr, h_hid, emb, self.decoder_senders,
-                                 self.decoder_receivers, self.decoder_edge_attr)
+            h_out = self._block(self.decoder, h_hr, h_hid, emb, self.decoder_senders,
+                                self.decoder_receivers, self.decoder_edge_attr)
         with record_function("refiner"):
             for blk in self.refiner:
-                h_out = blk(h_out, h_out, emb, self.refiner_senders, self.refiner_receivers,
-                            self.refiner_edge_attr)
+                h_out = self._block(blk, h_out, h_out, emb, self.refiner_senders,
+                                    self.refiner_receivers, self.refiner_edge_attr)
         return self.head(h_out, emb)
