@@ -14,9 +14,11 @@ O(B·E·H·d), window attention logits O(B·N·W·H)) that a fused kernel never 
 saves: its inputs, its output and float32 per-row statistics (log-sum-exp (B, N, H) for
 attention, mean and 1/std (B, N) for the modulated LayerNorm).
 
-Activation checkpointing (processor blocks, as `DownscalerNet` applies it): the blocks' inputs
-stay alive and the backward recomputes one block at a time; `recompute_bytes` is the largest
-block's own activations, measured in a run without checkpointing.
+Activation checkpointing (every block — encoder, processor, decoder, refiner — as
+`DownscalerNet` applies it): the blocks' inputs stay alive and the backward recomputes one
+block at a time; `recompute_bytes` is the largest checkpointed block's own activations (any
+kind), measured in a run without checkpointing, and the largest single tensor is that run's
+(a recomputed block holds it again in backward).
 
 The same counter works on a real (CPU) model: `SavedTensorCounter(net)` around any forward.
 """
@@ -43,6 +45,9 @@ GRAPHS = {
     "decoder": ("hidden", "hr", "decoder_knn", "hidden"),
     "refiner": ("hr", "hr", "refiner_knn", "hr"),
 }
+# the blocks DownscalerNet checkpoints (its top-level modules holding them)
+CHECKPOINTED = (GraphAttentionBlock, WindowAttentionBlock)
+CHECKPOINTED_MODULES = ("encoder", "processor", "decoder", "refiner")
 EDGE_ATTR_DIM = 3  # [east, north, distance]
 HIDDEN_FEATURE_DIM = 3  # standardised unit vectors
 
@@ -69,7 +74,7 @@ class ActivationCount:
     by_component: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     by_block: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     largest_tensor: int = 0
-    recompute_bytes: int = 0  # checkpointing: the largest processor block, recomputed in backward
+    recompute_bytes: int = 0  # checkpointing: the largest block, recomputed in backward
 
 
 class _MetaHalo(nn.Module):
@@ -166,11 +171,22 @@ class SavedTensorCounter:
 
     # -- context --------------------------------------------------------------------------
     def __enter__(self) -> "SavedTensorCounter":
+        labels = {}
         for name, child in self.net.named_children():
             blocks = child if isinstance(child, nn.ModuleList) else [child]
             for i, blk in enumerate(blocks):
                 label = f"{name}.{i}" if isinstance(child, nn.ModuleList) else name
+                labels[blk] = (name, label)
                 self._handles.append(blk.register_forward_pre_hook(self._enter(name, label)))
+        run_block = getattr(self.net, "_block", None)
+        if run_block is not None:
+            # DownscalerNet._block(blk, *args) may checkpoint blk, and checkpoint saves blk's
+            # inputs (through the saved-tensor hooks) before blk's pre-hooks run: label first
+            def labelled(blk, *args):
+                if blk in labels:
+                    self._component, self._block = labels[blk]
+                return run_block(blk, *args)
+            self.net._block = labelled
         if self.fused:
             for module in self.net.modules():
                 for attr, kind in (("attention_op", "attention"), ("norm_op", "norm")):
@@ -180,7 +196,7 @@ class SavedTensorCounter:
                         setattr(module, attr, self._wrap_op(fn, kind))
         if getattr(self.net, "activation_checkpointing", False):
             for blk in self.net.modules():
-                if isinstance(blk, WindowAttentionBlock):  # checkpointed: inputs stay alive
+                if isinstance(blk, CHECKPOINTED):  # checkpointed: inputs stay alive
                     self._handles.append(blk.register_forward_pre_hook(self._keep_inputs))
                     self._handles.append(blk.register_forward_hook(self._leave_ckpt))
         self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
@@ -193,6 +209,7 @@ class SavedTensorCounter:
             handle.remove()
         for module, attr, fn in self._patched:
             setattr(module, attr, fn)
+        self.net.__dict__.pop("_block", None)
         self._component, self._block = "inputs", ""
         self._alive.clear()
 
@@ -264,8 +281,8 @@ def count_activations(cfg: ModelConfig, n_vars: int, n_forcings: int, shape: Sha
                       dtype: torch.dtype = torch.bfloat16, fused: bool = False
                       ) -> tuple[ActivationCount, ActivationCount]:
     """Saved-for-backward bytes of one rank's forward pass (meta device, nothing allocated):
-    (without checkpointing, with checkpointing of the processor blocks; its
-    `recompute_bytes` = the largest processor block of the first)."""
+    (without checkpointing, with checkpointing of every block; its `recompute_bytes` = the
+    largest block of the first, its `largest_tensor` the first's)."""
     counts = []
     for ckpt in (False, True):
         net = build_meta_model(dataclasses.replace(cfg, activation_checkpointing=ckpt),
@@ -273,7 +290,8 @@ def count_activations(cfg: ModelConfig, n_vars: int, n_forcings: int, shape: Sha
         counts.append(run_counted(net, shape.n_hr, shape.batch, fused, dtype))
     plain, with_ckpt = counts
     with_ckpt.recompute_bytes = max((b for name, b in plain.by_block.items()
-                                     if name.startswith("processor.")), default=0)
+                                     if name.split(".")[0] in CHECKPOINTED_MODULES), default=0)
+    with_ckpt.largest_tensor = max(with_ckpt.largest_tensor, plain.largest_tensor)
     return plain, with_ckpt
 
 

@@ -11,8 +11,11 @@ Terms per rank (bytes):
   optimizer            AdamW m, v float32 (8 B/param) + float32 master weights under bf16 (4)
   ema                  the trainer's float32 EMA copy (4 B/param), replicated
   activations          saved for backward, counted on the real model (`activations.py`);
-                       with checkpointing: what stays alive + one processor block recomputed
-  backward workspace   2 × the largest saved tensor (its gradient and its input's gradient)
+                       with checkpointing (every encoder/processor/decoder/refiner block):
+                       the blocks' inputs and the rest that stays alive + the largest block,
+                       recomputed in backward ("activation recompute")
+  backward workspace   2 × the largest saved tensor (its gradient and its input's gradient;
+                       with checkpointing, the largest of a recomputed block too)
   graph                the shard's index tensors, edge attributes and hidden features
                        (the model's buffers at the shard's shapes)
   inputs               x, cond, target (V each) and forcings (F) float32 for the shard's cells
@@ -69,8 +72,8 @@ class Plan:
     n_params: int
     shape: ShardShape
     terms: dict[str, int]
-    activations_no_ckpt: int
-    activations_ckpt: int
+    activations_no_ckpt: int  # saved for backward without checkpointing
+    activations_ckpt: int  # checkpointing every block: what stays alive + the largest block
     checkpointing: bool
     halo_bytes_per_step: int
     grad_allreduce_bytes_per_step: int
@@ -157,13 +160,14 @@ def plan_layout(cfg: HpcdsConfig, gpus: int, gpu_memory: int, data_parallel: int
         "halo buffers": 2 * B * halo_rows_max * C * w_bytes,
     }
     # communication per step: every halo row is received once forward and its gradient sent
-    # back once in backward; checkpointed processor blocks exchange again when recomputed
+    # back once in backward; checkpointed blocks (all of them) exchange again when recomputed
+    passes = 3 if m.activation_checkpointing else 2
     per_block: dict[str, int] = {}
     for name, module in meta.named_modules():
         if isinstance(module, WindowAttentionBlock):
-            key, passes = "window", 3 if m.activation_checkpointing else 2
+            key = "window"
         elif isinstance(module, GraphAttentionBlock):
-            key, passes = name.split(".")[0], 2
+            key = name.split(".")[0]
         else:
             continue
         rows = sum(shape.halo.get(key, (0, 0)))
