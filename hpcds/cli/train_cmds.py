@@ -28,6 +28,12 @@ def register(commands) -> None:
                "parallel.model_parallel=2 (2 shards x 2 replicas; launch/train.sh does this, "
                "and runs under srun or mpirun too)")
     add_config_args(parser)
+    parser.add_argument("--stop-at", type=int, metavar="STEP", default=None,
+                        help="stop after optimizer step STEP and write a checkpoint there; "
+                             "the schedule stays that of training.steps, so running the "
+                             "same command again without --stop-at resumes and finishes "
+                             "the run exactly as one uninterrupted run (e.g. to fit a job's "
+                             "time limit)")
     parser.set_defaults(func=run_train)
 
 
@@ -41,13 +47,13 @@ def run_train(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     if not is_first_rank():
         try:  # the other ranks of a parallel launch: train, print nothing
-            train(cfg, progress=False)
+            train(cfg, progress=False, stop_at=args.stop_at)
         finally:
             teardown_parallel()
         return 0
     print(f"run dir: {cfg.training.run_dir}", flush=True)
     try:
-        summary = train(cfg, progress=True)
+        summary = train(cfg, progress=True, stop_at=args.stop_at)
     finally:
         teardown_parallel()
     if summary["resumed_from"] is not None:

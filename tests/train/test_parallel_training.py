@@ -86,3 +86,17 @@ def test_three_shards_equal_one_process(bench_dir, tmp_path):
     for key in ("residual_mean", "residual_std"):
         torch.testing.assert_close(torch.tensor(a[key]), torch.tensor(b[key]), rtol=1e-10,
                                    atol=0)
+
+
+def test_deepspeed_run_stopped_and_resumed_equals_one_process(reference, tmp_path):
+    """ZeRO-2 over 2 replicas, stopped after step 2 (`--stop-at`) and resumed to step 3:
+    the optimizer partitions saved under step 2's tag come back, so the weights equal the
+    uninterrupted one-process run's (a lost Adam state would move step 3 by ~lr)."""
+    base, want = reference
+    run = tmp_path / "run"
+    args = [*base, "training.batch_size=1", "parallel.use_deepspeed=true",
+            "parallel.zero_stage=2", f"training.run_dir={run}"]
+    assert "steps: 2" in _torchrun(2, [*args, "--stop-at", "2"])
+    out = _torchrun(2, args)
+    assert "resumed from step 2" in out and "steps: 3" in out
+    _assert_same(_weights(run), want)
