@@ -118,6 +118,8 @@ class ModelConfig:
     refiner_layers: int = 1  # graph-attention blocks over HR→HR neighbours after the decoder
     refiner_knn: int = 8  # each HR node attends to its refiner_knn nearest HR nodes (itself too)
     backend: Backend = Backend.reference  # kernels for graph attention / window attention / LN
+    # checkpoint every block (encoder, processor, decoder, refiner): keep only the blocks'
+    # inputs, recompute one block at a time in backward (its halo exchange included)
     activation_checkpointing: bool = False
 
 
