@@ -33,7 +33,8 @@ Tensor = torch.Tensor
 
 class GraphAttentionKernels(Protocol):
     """Launchers; logits use the scale 1/√d. `bias` arrives as (B, E, H), stride 0 over B
-    when shared; backward returns the per-sample bias gradient ds (B, E, H)."""
+    when shared; senders/receivers (E,) int32 or int64 (both the same), rowptr int64;
+    backward returns the per-sample bias gradient ds (B, E, H)."""
 
     def compute_dtype(self, dtype: torch.dtype) -> torch.dtype: ...
 
@@ -62,10 +63,23 @@ def acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
+INDEX_DTYPES = (torch.int32, torch.int64)
+
+
+def check_index_dtypes(senders: Tensor, receivers: Tensor) -> None:
+    """senders and receivers: both int32 or both int64 (what every backend takes)."""
+    if senders.dtype not in INDEX_DTYPES or receivers.dtype != senders.dtype:
+        raise TypeError(f"graph indices must be int32 or int64, both the same: senders "
+                        f"{senders.dtype}, receivers {receivers.dtype}")
+
+
 def csr_rowptr(receivers: Tensor, n_dst: int) -> Tensor:
-    """receivers (E,) sorted → rowptr (n_dst + 1,) int64: the incoming edges of destination i
-    are rowptr[i] .. rowptr[i+1]. A binary search, so no host synchronisation."""
-    return torch.searchsorted(receivers, torch.arange(n_dst + 1, device=receivers.device))
+    """receivers (E,) sorted, int32 or int64 → rowptr (n_dst + 1,) int64: the incoming edges
+    of destination i are rowptr[i] .. rowptr[i+1]. A binary search, so no host
+    synchronisation. The boundaries are made in the receivers' dtype (n_dst + 1 fits: a
+    graph indexed in int32 has n_dst < 2^31 - 1) and the result is int64 (edge offsets)."""
+    bounds = torch.arange(n_dst + 1, device=receivers.device, dtype=receivers.dtype)
+    return torch.searchsorted(receivers, bounds)
 
 
 def packed_heads(t: Tensor) -> Tensor:
@@ -125,10 +139,11 @@ def define_graph_attention(name: str, kernels: GraphAttentionKernels) -> Callabl
     def graph_attention(q: Tensor, k: Tensor, v: Tensor, edge_bias: Tensor, senders: Tensor,
                         receivers: Tensor, n_dst: int) -> Tensor:
         """Fused graph attention (`graph_attention_reference`'s contract): q (B, n_dst, H, d),
-        k/v (B, N_src, H, d), edge_bias (E, H) or (B, E, H), senders/receivers (E,) int64
-        with receivers sorted → (B, n_dst, H, d) in v's dtype."""
+        k/v (B, N_src, H, d), edge_bias (E, H) or (B, E, H), senders/receivers (E,) int32 or
+        int64 (the same) with receivers sorted → (B, n_dst, H, d) in v's dtype."""
         if q.shape[1] != n_dst:
             raise ValueError(f"q has {q.shape[1]} destination rows, n_dst={n_dst}")
+        check_index_dtypes(senders, receivers)
         dt = kernels.compute_dtype(q.dtype)
         q, k, v_ = (packed_heads(t.to(dt)) for t in (q, k, v))
         bias = edge_bias.to(acc_dtype(dt)).contiguous()

@@ -30,8 +30,8 @@ def graph_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                               edge_bias: torch.Tensor, senders: torch.Tensor,
                               receivers: torch.Tensor, n_dst: int) -> torch.Tensor:
     """q (B, n_dst, H, d), k/v (B, N_src, H, d), edge_bias (E, H) or (B, E, H),
-    senders/receivers (E,) int64 (receivers non-decreasing; the reference does not need it
-    but fused kernels do) → (B, n_dst, H, d)."""
+    senders/receivers (E,) int32 or int64 (receivers non-decreasing; the reference does not
+    need it but fused kernels do) → (B, n_dst, H, d)."""
     B, _, H, d = q.shape
     acc = torch.promote_types(q.dtype, torch.float32)  # float32, or float64 for float64 inputs
     qe = q.index_select(1, receivers)  # (B, E, H, d)
@@ -41,7 +41,9 @@ def graph_attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 
     # segment softmax: subtract each destination's max (a constant per segment, so it is
     # detached: softmax does not depend on it), exponentiate, normalise by the segment sum
-    idx = receivers.view(1, -1, 1).expand(B, -1, H)
+    # scatter_reduce takes int64 indices only (index_select/index_add take int32 too): an
+    # (E,) int64 copy of an int32 graph, small next to the (B, E, H, d) tensors made here
+    idx = receivers.long().view(1, -1, 1).expand(B, -1, H)
     seg_max = torch.full((B, n_dst, H), float("-inf"), dtype=acc, device=q.device)
     seg_max = seg_max.scatter_reduce(1, idx, logits.detach(), "amax", include_self=True)
     p = torch.exp(logits - seg_max.index_select(1, receivers))  # (B, E, H), in (0, 1]

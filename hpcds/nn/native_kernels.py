@@ -112,13 +112,14 @@ class NativeKernels:
                                  lse):
         mod, exe = _module_and_exec(q)
         n_src, E = k.shape[1], senders.shape[0]
-        if q.device.type == "cpu":  # O(E) counting sort
+        if q.device.type == "cpu":  # O(E) counting sort (int32 or int64 senders)
             perm = torch.empty(E, dtype=torch.int64)
             colptr = torch.empty(n_src + 1, dtype=torch.int64)
             mod.csc_order(senders.detach(), n_src, perm, colptr)
-        else:  # a GPU radix sort
+        else:  # a GPU radix sort; perm and colptr int64 whatever the senders' dtype
             perm = torch.argsort(senders, stable=True)
-            colptr = torch.searchsorted(senders[perm], torch.arange(n_src + 1, device=q.device))
+            colptr = torch.searchsorted(senders[perm], torch.arange(
+                n_src + 1, device=q.device, dtype=senders.dtype))
         acc = acc_dtype(q.dtype)
         dq, dk, dv = (torch.empty(t.shape, dtype=t.dtype, device=t.device) for t in (q, k, v))
         p = torch.empty((q.shape[0], E, q.shape[2]), dtype=acc, device=q.device)

@@ -64,12 +64,12 @@ void check_contiguous(const Array& a, const char* name, std::initializer_list<in
   }
 }
 
-// Fills everything the forward and backward share.
-template <typename T>
-hpcds::GraphAttentionParams<T> ga_params(const Array& q, const Array& k, const Array& v,
-                                         const Array& bias, const Array& senders,
-                                         const Array& rowptr) {
-  hpcds::GraphAttentionParams<T> a{};
+// Fills everything the forward and backward share. I: the index type of senders/receivers.
+template <typename T, typename I>
+hpcds::GraphAttentionParams<T, I> ga_params(const Array& q, const Array& k, const Array& v,
+                                            const Array& bias, const Array& senders,
+                                            const Array& receivers, const Array& rowptr) {
+  hpcds::GraphAttentionParams<T, I> a{};
   if (q.ndim() != 4) fail("q: expected (B, n_dst, H, d)");
   a.B = q.shape(0), a.n_dst = q.shape(1), a.H = int(q.shape(2)), a.d = int(q.shape(3));
   if (a.d > hpcds::kMaxHeadDim) fail("head dim above " + std::to_string(hpcds::kMaxHeadDim));
@@ -87,19 +87,21 @@ hpcds::GraphAttentionParams<T> ga_params(const Array& q, const Array& k, const A
     fail("edge_bias: expected (B, E, H) with packed (E, H) (stride 0 over B when shared)");
   a.bias_sb = bias.stride(0);
   check_contiguous(senders, "senders", {a.E});
+  check_contiguous(receivers, "receivers", {a.E});
   check_contiguous(rowptr, "rowptr", {a.n_dst + 1});
-  a.senders = ptr<int64_t>(senders, "senders");
+  if (receivers.dtype() != senders.dtype())
+    fail("senders and receivers must have the same dtype (int32 or int64)");
+  a.senders = ptr<I>(senders, "senders");
+  a.receivers = ptr<I>(receivers, "receivers");
   a.rowptr = ptr<int64_t>(rowptr, "rowptr");
   return a;
 }
 
-template <typename T>
+template <typename T, typename I>
 void ga_forward(const Array& q, const Array& k, const Array& v, const Array& bias,
                 const Array& senders, const Array& receivers, const Array& rowptr,
                 const Array& out, const Array& lse, Exec exec) {
-  auto a = ga_params<T>(q, k, v, bias, senders, rowptr);
-  check_contiguous(receivers, "receivers", {a.E});
-  a.receivers = ptr<int64_t>(receivers, "receivers");
+  auto a = ga_params<T, I>(q, k, v, bias, senders, receivers, rowptr);
   check_contiguous(out, "out", {a.B, a.n_dst, a.H, a.d});
   check_contiguous(lse, "lse", {a.B, a.n_dst, a.H});
   a.out = ptr<T>(out, "out");
@@ -107,15 +109,14 @@ void ga_forward(const Array& q, const Array& k, const Array& v, const Array& bia
   drv::graph_attention_forward(a, exec_arg(exec));
 }
 
-template <typename T>
+template <typename T, typename I>
 void ga_backward(const Array& q, const Array& k, const Array& v, const Array& bias,
                  const Array& senders, const Array& receivers, const Array& rowptr,
                  const Array& perm, const Array& colptr, const Array& out, const Array& dout,
                  const Array& lse, const Array& dq, const Array& dk, const Array& dv,
                  const Array& p, const Array& ds, Exec exec) {
   using A = typename hpcds::Acc<T>::type;
-  auto a = ga_params<T>(q, k, v, bias, senders, rowptr);
-  check_contiguous(receivers, "receivers", {a.E});
+  auto a = ga_params<T, I>(q, k, v, bias, senders, receivers, rowptr);
   check_contiguous(perm, "perm", {a.E});
   check_contiguous(colptr, "colptr", {a.n_src + 1});
   check_contiguous(out, "out", {a.B, a.n_dst, a.H, a.d});
@@ -126,7 +127,6 @@ void ga_backward(const Array& q, const Array& k, const Array& v, const Array& bi
   check_contiguous(dv, "dv", {a.B, a.n_src, a.H, a.d});
   check_contiguous(p, "p", {a.B, a.E, a.H});
   check_contiguous(ds, "ds", {a.B, a.E, a.H});
-  a.receivers = ptr<int64_t>(receivers, "receivers");
   a.perm = ptr<int64_t>(perm, "perm");
   a.colptr = ptr<int64_t>(colptr, "colptr");
   a.out = ptr<T>(out, "out"), a.dout = ptr<T>(dout, "dout"), a.lse = ptr<A>(lse, "lse");
@@ -193,14 +193,44 @@ auto by_dtype(void (*f32)(const Array&, Args...), void (*f64)(const Array&, Args
   };
 }
 
+// Graph attention for value type T with the index type of the senders (int32 or int64; the
+// receivers must match, checked in ga_params): concrete signatures, for by_dtype.
+bool index_is_int32(const Array& senders) {
+  if (senders.dtype() == nb::dtype<int32_t>()) return true;
+  if (senders.dtype() == nb::dtype<int64_t>()) return false;
+  fail("senders: graph indices must be int32 or int64");
+}
+
+template <typename T>
+void ga_forward_any(const Array& q, const Array& k, const Array& v, const Array& bias,
+                    const Array& senders, const Array& receivers, const Array& rowptr,
+                    const Array& out, const Array& lse, Exec exec) {
+  (index_is_int32(senders) ? &ga_forward<T, int32_t> : &ga_forward<T, int64_t>)(
+      q, k, v, bias, senders, receivers, rowptr, out, lse, exec);
+}
+
+template <typename T>
+void ga_backward_any(const Array& q, const Array& k, const Array& v, const Array& bias,
+                     const Array& senders, const Array& receivers, const Array& rowptr,
+                     const Array& perm, const Array& colptr, const Array& out,
+                     const Array& dout, const Array& lse, const Array& dq, const Array& dk,
+                     const Array& dv, const Array& p, const Array& ds, Exec exec) {
+  (index_is_int32(senders) ? &ga_backward<T, int32_t> : &ga_backward<T, int64_t>)(
+      q, k, v, bias, senders, receivers, rowptr, perm, colptr, out, dout, lse, dq, dk, dv, p,
+      ds, exec);
+}
+
 }  // namespace
 
 NB_MODULE(HPCDS_MODULE, m) {
   m.doc() = "hpcds fused kernels (graph attention, modulated LayerNorm); see kernels/README.md";
   const auto release = nb::call_guard<nb::gil_scoped_release>();
-  m.def("graph_attention_forward", by_dtype(&ga_forward<float>, &ga_forward<double>), release,
-        "(q, k, v, edge_bias, senders, receivers, rowptr, out, lse, exec): fills out, lse");
-  m.def("graph_attention_backward", by_dtype(&ga_backward<float>, &ga_backward<double>), release,
+  m.def("graph_attention_forward", by_dtype(&ga_forward_any<float>, &ga_forward_any<double>),
+        release,
+        "(q, k, v, edge_bias, senders, receivers, rowptr, out, lse, exec): fills out, lse; "
+        "senders/receivers int32 or int64, rowptr int64");
+  m.def("graph_attention_backward",
+        by_dtype(&ga_backward_any<float>, &ga_backward_any<double>), release,
         "(q, k, v, edge_bias, senders, receivers, rowptr, perm, colptr, out, dout, lse, "
         "dq, dk, dv, p, ds, exec): fills dq, dk, dv, p, ds");
   m.def("layer_norm_forward", by_dtype(&ln_forward<float>, &ln_forward<double>), release,
@@ -215,9 +245,15 @@ NB_MODULE(HPCDS_MODULE, m) {
         check_contiguous(senders, "senders", {E});
         check_contiguous(perm, "perm", {E});
         check_contiguous(colptr, "colptr", {n_src + 1});
-        hpcds::cpu::csc_order(ptr<int64_t>(senders, "senders"), E, n_src,
-                              ptr<int64_t>(perm, "perm"), ptr<int64_t>(colptr, "colptr"));
+        int64_t* perm_p = ptr<int64_t>(perm, "perm");
+        int64_t* colptr_p = ptr<int64_t>(colptr, "colptr");
+        if (index_is_int32(senders))
+          hpcds::cpu::csc_order(ptr<int32_t>(senders, "senders"), E, n_src, perm_p, colptr_p);
+        else
+          hpcds::cpu::csc_order(ptr<int64_t>(senders, "senders"), E, n_src, perm_p, colptr_p);
       },
-      release, "(senders, n_src, perm, colptr): source-sorted edge order (stable)");
+      release,
+      "(senders int32/int64, n_src, perm int64, colptr int64): source-sorted edge order "
+      "(stable)");
 #endif
 }

@@ -14,7 +14,7 @@ namespace cpu {
 
 // The graph is checked once per forward on the CPU (O(E), serial, ~1% of the kernel): a bad
 // index would otherwise read out of bounds. The backward reuses the checked graph.
-template <typename T> static void check_graph(const GraphAttentionParams<T>& a) {
+template <typename T, typename I> static void check_graph(const GraphAttentionParams<T, I>& a) {
   if (a.rowptr[0] != 0 || a.rowptr[a.n_dst] != a.E)
     throw std::out_of_range("rowptr must run from 0 to E: are receivers sorted and < n_dst?");
   for (int64_t i = 0; i < a.n_dst; ++i)
@@ -27,7 +27,8 @@ template <typename T> static void check_graph(const GraphAttentionParams<T>& a) 
                               ")");
 }
 
-template <typename T> void graph_attention_forward(const GraphAttentionParams<T>& a, int threads) {
+template <typename T, typename I>
+void graph_attention_forward(const GraphAttentionParams<T, I>& a, int threads) {
   check_graph(a);
   dispatch_head_dim(a.d, [&](auto dim) {
     constexpr int D = decltype(dim)::value;
@@ -39,7 +40,8 @@ template <typename T> void graph_attention_forward(const GraphAttentionParams<T>
   });
 }
 
-template <typename T> void graph_attention_backward(const GraphAttentionParams<T>& a, int threads) {
+template <typename T, typename I>
+void graph_attention_backward(const GraphAttentionParams<T, I>& a, int threads) {
   dispatch_head_dim(a.d, [&](auto dim) {
     constexpr int D = decltype(dim)::value;
     const int64_t dst_items = a.B * a.n_dst, src_items = a.B * a.n_src;
@@ -80,28 +82,36 @@ void layer_norm_backward(const LayerNormParams<T>& a, int64_t rows_per_chunk, in
   }
 }
 
-void csc_order(const int64_t* senders, int64_t E, int64_t n_src, int64_t* perm, int64_t* colptr) {
+template <typename I>
+void csc_order(const I* senders, int64_t E, int64_t n_src, int64_t* perm, int64_t* colptr) {
   std::fill(colptr, colptr + n_src + 1, int64_t(0));
   for (int64_t e = 0; e < E; ++e) {
-    if (senders[e] < 0 || senders[e] >= n_src)
-      throw std::out_of_range("sender " + std::to_string(senders[e]) + " of edge " +
-                              std::to_string(e) + " is outside [0, " + std::to_string(n_src) +
-                              ")");
-    ++colptr[senders[e] + 1];
+    const int64_t s = static_cast<int64_t>(senders[e]);
+    if (s < 0 || s >= n_src)
+      throw std::out_of_range("sender " + std::to_string(s) + " of edge " + std::to_string(e) +
+                              " is outside [0, " + std::to_string(n_src) + ")");
+    ++colptr[s + 1];
   }
   for (int64_t j = 0; j < n_src; ++j) colptr[j + 1] += colptr[j];
   std::vector<int64_t> next(colptr, colptr + n_src);
-  for (int64_t e = 0; e < E; ++e) perm[next[senders[e]]++] = e;  // stable: edges stay in order
+  for (int64_t e = 0; e < E; ++e)  // stable: edges stay in order
+    perm[next[static_cast<int64_t>(senders[e])]++] = e;
 }
 
+#define HPCDS_INSTANTIATE_GA(T, I)                                                        \
+  template void graph_attention_forward<T, I>(const GraphAttentionParams<T, I>&, int);    \
+  template void graph_attention_backward<T, I>(const GraphAttentionParams<T, I>&, int);
 #define HPCDS_INSTANTIATE(T)                                                              \
-  template void graph_attention_forward<T>(const GraphAttentionParams<T>&, int);          \
-  template void graph_attention_backward<T>(const GraphAttentionParams<T>&, int);         \
+  HPCDS_INSTANTIATE_GA(T, int32_t)                                                        \
+  HPCDS_INSTANTIATE_GA(T, int64_t)                                                        \
   template void layer_norm_forward<T>(const LayerNormParams<T>&, int);                    \
   template void layer_norm_backward<T>(const LayerNormParams<T>&, int64_t, int);
 HPCDS_INSTANTIATE(float)
 HPCDS_INSTANTIATE(double)
 #undef HPCDS_INSTANTIATE
+#undef HPCDS_INSTANTIATE_GA
+template void csc_order<int32_t>(const int32_t*, int64_t, int64_t, int64_t*, int64_t*);
+template void csc_order<int64_t>(const int64_t*, int64_t, int64_t, int64_t*, int64_t*);
 
 }  // namespace cpu
 }  // namespace hpcds

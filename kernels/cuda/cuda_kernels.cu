@@ -39,8 +39,8 @@ inline unsigned blocks_for(int64_t items) {
   return static_cast<unsigned>((items + kWarpsPerBlock - 1) / kWarpsPerBlock);
 }
 
-template <int D, typename T>
-__global__ void ga_forward_kernel(GraphAttentionParams<T> a) {
+template <int D, typename T, typename I>
+__global__ void ga_forward_kernel(GraphAttentionParams<T, I> a) {
   const int64_t w = warp_id();
   if (w >= a.B * a.n_dst * a.H) return;
   const int h = static_cast<int>(w % a.H);
@@ -48,8 +48,8 @@ __global__ void ga_forward_kernel(GraphAttentionParams<T> a) {
   graph_attention_forward_item<D>(a, bi / a.n_dst, bi % a.n_dst, h, WarpLanes{});
 }
 
-template <int D, typename T>
-__global__ void ga_backward_dst_kernel(GraphAttentionParams<T> a) {
+template <int D, typename T, typename I>
+__global__ void ga_backward_dst_kernel(GraphAttentionParams<T, I> a) {
   const int64_t w = warp_id();
   if (w >= a.B * a.n_dst * a.H) return;
   const int h = static_cast<int>(w % a.H);
@@ -57,8 +57,8 @@ __global__ void ga_backward_dst_kernel(GraphAttentionParams<T> a) {
   graph_attention_backward_dst_item<D>(a, bi / a.n_dst, bi % a.n_dst, h, WarpLanes{});
 }
 
-template <int D, typename T>
-__global__ void ga_backward_src_kernel(GraphAttentionParams<T> a) {
+template <int D, typename T, typename I>
+__global__ void ga_backward_src_kernel(GraphAttentionParams<T, I> a) {
   const int64_t w = warp_id();
   if (w >= a.B * a.n_src * a.H) return;
   const int h = static_cast<int>(w % a.H);
@@ -86,27 +86,29 @@ __global__ void ln_backward_kernel(LayerNormParams<T> a, int64_t rows_per_chunk,
     layer_norm_backward_row(a, b, n, ps, pb, WarpLanes{});
 }
 
-template <typename T> void graph_attention_forward(const GraphAttentionParams<T>& a, void* stream) {
+template <typename T, typename I>
+void graph_attention_forward(const GraphAttentionParams<T, I>& a, void* stream) {
   const int64_t items = a.B * a.n_dst * a.H;
   if (items == 0) return;
   dispatch_head_dim(a.d, [&](auto dim) {
     constexpr int D = decltype(dim)::value;
-    ga_forward_kernel<D, T><<<blocks_for(items), 32 * kWarpsPerBlock, 0,
-                              static_cast<cudaStream_t>(stream)>>>(a);
+    ga_forward_kernel<D, T, I><<<blocks_for(items), 32 * kWarpsPerBlock, 0,
+                                 static_cast<cudaStream_t>(stream)>>>(a);
   });
   check(cudaGetLastError(), "graph_attention_forward");
 }
 
-template <typename T> void graph_attention_backward(const GraphAttentionParams<T>& a, void* stream) {
+template <typename T, typename I>
+void graph_attention_backward(const GraphAttentionParams<T, I>& a, void* stream) {
   auto s = static_cast<cudaStream_t>(stream);
   const int64_t dst_items = a.B * a.n_dst * a.H, src_items = a.B * a.n_src * a.H;
   dispatch_head_dim(a.d, [&](auto dim) {
     constexpr int D = decltype(dim)::value;
     // same stream: the source pass starts after the destination pass wrote p and ds
     if (dst_items > 0)
-      ga_backward_dst_kernel<D, T><<<blocks_for(dst_items), 32 * kWarpsPerBlock, 0, s>>>(a);
+      ga_backward_dst_kernel<D, T, I><<<blocks_for(dst_items), 32 * kWarpsPerBlock, 0, s>>>(a);
     if (src_items > 0)
-      ga_backward_src_kernel<D, T><<<blocks_for(src_items), 32 * kWarpsPerBlock, 0, s>>>(a);
+      ga_backward_src_kernel<D, T, I><<<blocks_for(src_items), 32 * kWarpsPerBlock, 0, s>>>(a);
   });
   check(cudaGetLastError(), "graph_attention_backward");
 }
@@ -128,14 +130,18 @@ void layer_norm_backward(const LayerNormParams<T>& a, int64_t rows_per_chunk, vo
   check(cudaGetLastError(), "layer_norm_backward");
 }
 
+#define HPCDS_INSTANTIATE_GA(T, I)                                                        \
+  template void graph_attention_forward<T, I>(const GraphAttentionParams<T, I>&, void*);  \
+  template void graph_attention_backward<T, I>(const GraphAttentionParams<T, I>&, void*);
 #define HPCDS_INSTANTIATE(T)                                                              \
-  template void graph_attention_forward<T>(const GraphAttentionParams<T>&, void*);        \
-  template void graph_attention_backward<T>(const GraphAttentionParams<T>&, void*);       \
+  HPCDS_INSTANTIATE_GA(T, int32_t)                                                        \
+  HPCDS_INSTANTIATE_GA(T, int64_t)                                                        \
   template void layer_norm_forward<T>(const LayerNormParams<T>&, void*);                  \
   template void layer_norm_backward<T>(const LayerNormParams<T>&, int64_t, void*);
 HPCDS_INSTANTIATE(float)
 HPCDS_INSTANTIATE(double)
 #undef HPCDS_INSTANTIATE
+#undef HPCDS_INSTANTIATE_GA
 
 }  // namespace cuda
 }  // namespace hpcds

@@ -16,6 +16,11 @@
 // The destination pass stores p_e and ds_e (per edge × head, not × feature) for the source
 // pass, so the logits are recomputed once, not twice.
 //
+// Index type I (senders, receivers): int32_t or int64_t, as the caller's tensors (an int32 graph
+// halves the index memory; every grid here has < 2^31 nodes). Indices are widened to int64_t
+// as soon as they are loaded, so every offset (src * stride can exceed 2^31) is 64-bit;
+// rowptr, perm and colptr (made by the launchers) are always int64_t.
+//
 // Layouts (element strides): node tensors (B, N, H, d) with any batch/node stride and packed
 // (H, d); bias (B, E, H) with any batch stride (0 when shared by the batch) and packed (E, H);
 // out/dq/dk/dv contiguous; lse, p, ds contiguous in the accumulation type.
@@ -25,11 +30,12 @@
 
 namespace hpcds {
 
-template <typename T> struct GraphAttentionParams {
+template <typename T, typename I = int64_t> struct GraphAttentionParams {
   using A = typename Acc<T>::type;
+  using Index = I;
   const T *q, *k, *v, *bias;
   int64_t q_sb, q_sn, k_sb, k_sn, v_sb, v_sn, bias_sb;
-  const int64_t *senders, *receivers;  // (E,)
+  const I *senders, *receivers;        // (E,) int32_t or int64_t
   const int64_t *rowptr;               // (n_dst + 1,): edges of i are rowptr[i] .. rowptr[i+1]
   const int64_t *perm, *colptr;        // source order: edges of j are perm[colptr[j] .. colptr[j+1]]
   int64_t B, n_dst, n_src, E;
@@ -41,8 +47,8 @@ template <typename T> struct GraphAttentionParams {
 };
 
 // Forward for (b, i, h). D: compile-time head dim (0 = runtime a.d).
-template <int D, typename T, typename Lanes>
-HPCDS_HD void graph_attention_forward_item(const GraphAttentionParams<T>& a, int64_t b,
+template <int D, typename T, typename I, typename Lanes>
+HPCDS_HD void graph_attention_forward_item(const GraphAttentionParams<T, I>& a, int64_t b,
                                            int64_t i, int h, const Lanes& lanes) {
   using A = typename Acc<T>::type;
   constexpr int PER = PerLane<D, Lanes>::value;
@@ -57,7 +63,7 @@ HPCDS_HD void graph_attention_forward_item(const GraphAttentionParams<T>& a, int
   }
   A m = neg_inf<A>(), l = A(0);
   for (int64_t e = a.rowptr[i]; e < a.rowptr[i + 1]; ++e) {
-    const int64_t src = a.senders[e];
+    const int64_t src = static_cast<int64_t>(a.senders[e]);  // 64-bit offsets
     const T* kj = a.k + b * a.k_sb + src * a.k_sn + h * d;
     const T* vj = a.v + b * a.v_sb + src * a.v_sn + h * d;
     A part = A(0);
@@ -95,9 +101,10 @@ HPCDS_HD void graph_attention_forward_item(const GraphAttentionParams<T>& a, int
 }
 
 // Backward, destination pass for (b, i, h): dq_i, and p_e, ds_e for the incoming edges.
-template <int D, typename T, typename Lanes>
-HPCDS_HD void graph_attention_backward_dst_item(const GraphAttentionParams<T>& a, int64_t b,
-                                                int64_t i, int h, const Lanes& lanes) {
+template <int D, typename T, typename I, typename Lanes>
+HPCDS_HD void graph_attention_backward_dst_item(const GraphAttentionParams<T, I>& a,
+                                                int64_t b, int64_t i, int h,
+                                                const Lanes& lanes) {
   using A = typename Acc<T>::type;
   constexpr int PER = PerLane<D, Lanes>::value;
   const int d = D > 0 ? D : a.d, lane = lanes.lane();
@@ -117,7 +124,7 @@ HPCDS_HD void graph_attention_backward_dst_item(const GraphAttentionParams<T>& a
   }
   const A Di = lanes.sum(dot), lse = a.lse[row];
   for (int64_t e = a.rowptr[i]; e < a.rowptr[i + 1]; ++e) {
-    const int64_t src = a.senders[e];
+    const int64_t src = static_cast<int64_t>(a.senders[e]);  // 64-bit offsets
     const T* kj = a.k + b * a.k_sb + src * a.k_sn + h * d;
     const T* vj = a.v + b * a.v_sb + src * a.v_sn + h * d;
     A qk = A(0), gv = A(0);
@@ -153,9 +160,10 @@ HPCDS_HD void graph_attention_backward_dst_item(const GraphAttentionParams<T>& a
 }
 
 // Backward, source pass for (b, j, h): dk_j and dv_j over the outgoing edges of source j.
-template <int D, typename T, typename Lanes>
-HPCDS_HD void graph_attention_backward_src_item(const GraphAttentionParams<T>& a, int64_t b,
-                                                int64_t src, int h, const Lanes& lanes) {
+template <int D, typename T, typename I, typename Lanes>
+HPCDS_HD void graph_attention_backward_src_item(const GraphAttentionParams<T, I>& a,
+                                                int64_t b, int64_t src, int h,
+                                                const Lanes& lanes) {
   using A = typename Acc<T>::type;
   constexpr int PER = PerLane<D, Lanes>::value;
   const int d = D > 0 ? D : a.d, lane = lanes.lane();
@@ -163,7 +171,7 @@ HPCDS_HD void graph_attention_backward_src_item(const GraphAttentionParams<T>& a
   HPCDS_LANE_LOOP
   for (int j = 0; j < PER; ++j) dk[j] = dv[j] = A(0);
   for (int64_t t = a.colptr[src]; t < a.colptr[src + 1]; ++t) {
-    const int64_t e = a.perm[t], i = a.receivers[e];
+    const int64_t e = a.perm[t], i = static_cast<int64_t>(a.receivers[e]);
     const A dse = a.ds[(b * a.E + e) * a.H + h], pe = a.p[(b * a.E + e) * a.H + h];
     const T* qi = a.q + b * a.q_sb + i * a.q_sn + h * d;
     const T* gi = a.dout + ((b * a.n_dst + i) * a.H + h) * d;

@@ -13,7 +13,9 @@ ds_e = p_e (dout_i · v_src(e) − D_i):
     destination pass  dq_i = Σ_e ds_e k_src(e) / √d; writes p_e, ds_e (edges × heads)
     source pass       dk_j = Σ_{src(e)=j} ds_e q_dst(e) / √d,  dv_j = Σ p_e dout_dst(e), over
                       the source-sorted edge order: a gather, no atomics, deterministic
-The same algorithm as kernels/cuda/graph_attention.h, which the tests hold both to.
+The same algorithm as kernels/cuda/graph_attention.h, which the tests hold both to. Indices
+(senders, receivers) may be int32 or int64: every loaded index is widened to int64 before it
+is multiplied by a stride (src · k_sn exceeds 2^31 at 512 channels on the big grids).
 Launch grids are (nodes, B): under TRITON_INTERPRET=1 each program costs ~3 ms, so tests use
 tens of nodes.
 """
@@ -39,7 +41,7 @@ def _forward_kernel(q_ptr, k_ptr, v_ptr, bias_ptr, senders_ptr, rowptr_ptr, out_
     den = tl.zeros([BLOCK_H], ACC)
     acc = tl.zeros([BLOCK_H, BLOCK_D], ACC)
     for e in range(tl.load(rowptr_ptr + i), tl.load(rowptr_ptr + i + 1)):
-        src = tl.load(senders_ptr + e)
+        src = tl.load(senders_ptr + e).to(tl.int64)  # int32 or int64 indices: 64-bit offsets
         k = tl.load(k_ptr + b * k_sb + src * k_sn + hd, mask=mask, other=0.0).to(ACC)
         bias = tl.load(bias_ptr + b * bias_sb + e * H + offs_h, mask=offs_h < H, other=0.0)
         s = tl.sum(q * k, axis=1) + bias.to(ACC)
@@ -77,7 +79,7 @@ def _backward_dst_kernel(q_ptr, k_ptr, v_ptr, bias_ptr, senders_ptr, rowptr_ptr,
     lse = tl.load(lse_ptr + row + offs_h, mask=hmask, other=0.0)
     dq = tl.zeros([BLOCK_H, BLOCK_D], ACC)
     for e in range(tl.load(rowptr_ptr + i), tl.load(rowptr_ptr + i + 1)):
-        src = tl.load(senders_ptr + e)
+        src = tl.load(senders_ptr + e).to(tl.int64)  # int32 or int64 indices: 64-bit offsets
         k = tl.load(k_ptr + b * k_sb + src * k_sn + hd, mask=mask, other=0.0).to(ACC)
         v = tl.load(v_ptr + b * v_sb + src * v_sn + hd, mask=mask, other=0.0).to(ACC)
         bias = tl.load(bias_ptr + b * bias_sb + e * H + offs_h, mask=hmask, other=0.0)
@@ -102,8 +104,8 @@ def _backward_src_kernel(q_ptr, dout_ptr, receivers_ptr, perm_ptr, colptr_ptr, p
     dk = tl.zeros([BLOCK_H, BLOCK_D], ACC)
     dv = tl.zeros([BLOCK_H, BLOCK_D], ACC)
     for t in range(tl.load(colptr_ptr + j), tl.load(colptr_ptr + j + 1)):
-        e = tl.load(perm_ptr + t)
-        i = tl.load(receivers_ptr + e)
+        e = tl.load(perm_ptr + t).to(tl.int64)
+        i = tl.load(receivers_ptr + e).to(tl.int64)  # int32 or int64: 64-bit offsets
         ds = tl.load(ds_ptr + (b * E + e) * H + offs_h, mask=hmask, other=0.0)
         p = tl.load(p_ptr + (b * E + e) * H + offs_h, mask=hmask, other=0.0)
         q = tl.load(q_ptr + b * q_sb + i * q_sn + hd, mask=mask, other=0.0).to(ACC)
@@ -125,8 +127,9 @@ def _blocks(H: int, d: int) -> dict:
 
 def forward(q, k, v, bias, senders, receivers, rowptr):
     """q (B, n_dst, H, d), k/v (B, n_src, H, d) with packed (H, d), bias (B, E, H) with packed
-    (E, H), senders (E,), rowptr (n_dst + 1,) (receivers: unused, the CSR has them) → out (B, n_dst, H, d) in q's dtype, lse
-    (B, n_dst, H) float32 (float64 for float64)."""
+    (E, H), senders (E,) int32 or int64, rowptr (n_dst + 1,) int64 (receivers: unused, the
+    CSR has them) → out (B, n_dst, H, d) in q's dtype, lse (B, n_dst, H) float32 (float64
+    for float64)."""
     B, n_dst, H, d = q.shape
     acc = torch.float64 if q.dtype == torch.float64 else torch.float32
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
@@ -140,10 +143,11 @@ def forward(q, k, v, bias, senders, receivers, rowptr):
 
 
 def source_order(senders, n_src):
-    """Edges sorted by source (stable) and the source row pointer: the edges leaving j are
-    perm[colptr[j] .. colptr[j + 1]]."""
-    perm = torch.argsort(senders, stable=True)
-    colptr = torch.searchsorted(senders[perm], torch.arange(n_src + 1, device=senders.device))
+    """Edges sorted by source (stable) and the source row pointer, both int64 for int32 or
+    int64 senders: the edges leaving j are perm[colptr[j] .. colptr[j + 1]]."""
+    perm = torch.argsort(senders, stable=True)  # int64
+    colptr = torch.searchsorted(senders[perm], torch.arange(n_src + 1, device=senders.device,
+                                                            dtype=senders.dtype))
     return perm, colptr
 
 
