@@ -192,7 +192,9 @@ def _plan(rank: int, ranges: Ranges, sends: dict[int, np.ndarray],
 class GraphShard:
     """One rank's part of a bipartite graph whose receivers are sorted: its edges are the
     contiguous slice `edges` of the global edge arrays; senders (E_loc,) index the source
-    ext rows [own | halo], receivers (E_loc,) the own destinations 0 … n_dst_local−1."""
+    ext rows [own | halo], receivers (E_loc,) the own destinations 0 … n_dst_local−1, both
+    the model's graph index dtype (hpcds.models.graphs.INDEX_DTYPE, int32); the numpy work
+    that makes them is int64."""
 
     plan: HaloPlan
     edges: slice
@@ -200,6 +202,13 @@ class GraphShard:
     receivers: torch.Tensor
     dst_start: int
     n_dst: int
+
+
+def _index_tensor(a: np.ndarray) -> torch.Tensor:
+    # imported here: hpcds.distributed does not import the model package at import time
+    from hpcds.models.graphs import index_tensor
+
+    return index_tensor(a)
 
 
 def graph_shard(senders, receivers, src_ranges: Ranges, dst_ranges: Ranges,
@@ -235,8 +244,7 @@ def graph_shard(senders, receivers, src_ranges: Ranges, dst_ranges: Ranges,
     own = (ls >= start) & (ls < stop)
     local = np.where(own, ls - start, plan.n_local + np.searchsorted(halo, ls))
     return GraphShard(plan=plan, edges=slice(int(lo), int(hi)),
-                      senders=torch.from_numpy(local.astype(np.int64)),
-                      receivers=torch.from_numpy((r[lo:hi] - d0).astype(np.int64)),
+                      senders=_index_tensor(local), receivers=_index_tensor(r[lo:hi] - d0),
                       dst_start=d0, n_dst=d1 - d0)
 
 
@@ -276,12 +284,15 @@ def local_graph_shard(senders, receivers, src_ranges: Ranges, dst_ranges: Ranges
         if q != rank:
             sends[q] = ids[(ids >= start) & (ids < stop)]
     plan = _plan(rank, src_ranges, sends, np.zeros(0, np.int64), halo)
-    # one new (E,) array per index set (the graphs of an O2560 shard hold ~50 M edges)
+    # int64 work arrays, one per index set (the graphs of an O2560 shard hold ~50 M edges),
+    # each freed once its INDEX_DTYPE (int32) result exists
     local = s - start
     local[remote] = plan.n_local + np.searchsorted(halo, s[remote])
-    return GraphShard(plan=plan, edges=slice(0, int(len(s))),
-                      senders=torch.from_numpy(local),
-                      receivers=torch.from_numpy(r - d0), dst_start=d0, n_dst=d1 - d0)
+    del s, remote
+    senders_t = _index_tensor(local)
+    del local
+    return GraphShard(plan=plan, edges=slice(0, int(len(senders_t))), senders=senders_t,
+                      receivers=_index_tensor(r - d0), dst_start=d0, n_dst=d1 - d0)
 
 
 def window_plan(ranges: Ranges, rank: int, half_window: int) -> HaloPlan:

@@ -32,13 +32,37 @@ from hpcds.grids import Graph, Grid, cached_graph, knn_graph, make_grid
 from hpcds.grids.graph import edge_attributes
 
 
+# dtype of every graph index tensor the model holds (senders, receivers; the GraphShards of
+# hpcds/distributed/halo.py; the planner's meta graphs): int32 halves the index memory (an
+# O2560 shard of 4 holds ~105 M edges: 0.8 GiB of indices instead of 1.6 GiB), and every grid
+# here has < 2^31 nodes. Every graph-attention backend takes int32 and int64.
+INDEX_DTYPE = torch.int32
+_INDEX_NP = np.int32
+
+
+def index_tensor(a) -> torch.Tensor:
+    """An index array (any integer dtype) as a CPU tensor of INDEX_DTYPE, without a copy when
+    it already is one; ValueError when a value does not fit (a grid of 2^31 or more nodes)."""
+    a = np.asarray(a)
+    if a.dtype != _INDEX_NP:
+        if not np.issubdtype(a.dtype, np.integer):
+            raise TypeError(f"graph indices must be integers, got {a.dtype}")
+        info = np.iinfo(_INDEX_NP)
+        if a.size and (int(a.min()) < info.min or int(a.max()) > info.max):
+            raise ValueError(f"graph indices in [{int(a.min())}, {int(a.max())}] do not fit in "
+                             f"{INDEX_DTYPE}: a grid of 2^31 or more nodes needs "
+                             f"hpcds.models.graphs.INDEX_DTYPE = torch.int64")
+        a = a.astype(_INDEX_NP)
+    return torch.from_numpy(np.ascontiguousarray(a))
+
+
 @dataclass(frozen=True, eq=False)
 class ModelGraphs:
     """encoder_*: (E_enc,) senders in HR, receivers in hidden (sorted), edge_attr (E_enc, 3);
     decoder_*: (E_dec,) senders in hidden, receivers in HR (sorted), edge_attr (E_dec, 3);
     refiner_*: (E_ref,) senders in HR, receivers in HR (sorted), edge_attr (E_ref, 3);
     hidden_features: (n_hidden, 3) float32; *_length_scale: the radians per unit of edge_attr.
-    Index tensors int64, the rest float32, all on CPU.
+    Index tensors INDEX_DTYPE (int32, see `index_tensor`), the rest float32, all on CPU.
 
     hr_range / hidden_range: None for the full graphs; for ONE model-parallel shard's graphs
     (hpcds/models/shard_graphs.py) the (start, stop) destinations present: encoder receivers
@@ -113,14 +137,14 @@ def build_model_graphs(cfg: ModelConfig, hr_grid: Grid,
     dec_attr, dec_scale = _normalised(decoder)
     ref_attr, ref_scale = _normalised(refiner)
     return ModelGraphs(
-        encoder_senders=torch.from_numpy(encoder.senders.astype(np.int64)),
-        encoder_receivers=torch.from_numpy(encoder.receivers.astype(np.int64)),
+        encoder_senders=index_tensor(encoder.senders),
+        encoder_receivers=index_tensor(encoder.receivers),
         encoder_edge_attr=enc_attr,
-        decoder_senders=torch.from_numpy(decoder.senders.astype(np.int64)),
-        decoder_receivers=torch.from_numpy(decoder.receivers.astype(np.int64)),
+        decoder_senders=index_tensor(decoder.senders),
+        decoder_receivers=index_tensor(decoder.receivers),
         decoder_edge_attr=dec_attr,
-        refiner_senders=torch.from_numpy(refiner.senders.astype(np.int64)),
-        refiner_receivers=torch.from_numpy(refiner.receivers.astype(np.int64)),
+        refiner_senders=index_tensor(refiner.senders),
+        refiner_receivers=index_tensor(refiner.receivers),
         refiner_edge_attr=ref_attr,
         hidden_features=torch.from_numpy(hidden_node_features(hidden)),
         n_hr=hr_grid.size, n_hidden=hidden.size,

@@ -40,7 +40,8 @@ from hpcds.grids import (Graph, Grid, cached_graph, grid_point_count, knn_graph,
                          shard_ranges)
 from hpcds.grids.graph import edge_attributes, unit_vectors_at
 from hpcds.grids.grid_cache import cached_grid
-from hpcds.models.graphs import ModelGraphs, build_model_graphs, hidden_node_features
+from hpcds.models.graphs import (ModelGraphs, build_model_graphs, hidden_node_features,
+                                 index_tensor)
 
 _HR_CHUNK = 1 << 16  # HR cells per candidate chunk (SFC-contiguous, so compact)
 _HIDDEN_PIECE = 1 << 14  # hidden nodes per cap of the shard's region
@@ -141,10 +142,10 @@ def assemble_shard_graphs(parts: dict[str, Graph], scales: np.ndarray, hidden: G
     for name, scale in zip(("encoder", "decoder", "refiner"), np.asarray(scales, np.float32)):
         g = parts[name]
         scale = float(scale) if float(scale) > 0 else 1.0
-        # no copies of the index arrays (~0.4 GiB each per O2560 shard at P = 4); the
-        # attributes are divided in place (the parts are consumed)
-        fields[f"{name}_senders"] = torch.from_numpy(np.asarray(g.senders, np.int64))
-        fields[f"{name}_receivers"] = torch.from_numpy(np.asarray(g.receivers, np.int64))
+        # the index arrays become INDEX_DTYPE (int32: half the bytes); the attributes are
+        # divided in place (the parts are consumed)
+        fields[f"{name}_senders"] = index_tensor(g.senders)
+        fields[f"{name}_receivers"] = index_tensor(g.receivers)
         attr = np.asarray(g.edge_attr, np.float32)
         attr = attr if attr.flags.writeable else attr.copy()
         attr /= np.float32(scale)  # the same float32 quotients as build_model_graphs'

@@ -34,7 +34,7 @@ from torch import nn
 
 from hpcds.config.schema import Backend, ModelConfig
 from hpcds.models import DownscalerNet
-from hpcds.models.graphs import ModelGraphs
+from hpcds.models.graphs import INDEX_DTYPE, ModelGraphs
 from hpcds.nn import GraphAttentionBlock, WindowAttentionBlock
 
 META = torch.device("meta")
@@ -229,7 +229,7 @@ def meta_graphs(shape: ShardShape) -> ModelGraphs:
             E = shape.edges[graph]
             values[name] = (torch.empty(E, EDGE_ATTR_DIM, device=META)
                             if name.endswith("_edge_attr")
-                            else torch.empty(E, dtype=torch.int64, device=META))
+                            else torch.empty(E, dtype=INDEX_DTYPE, device=META))
         elif name == "hidden_features":
             values[name] = torch.empty(shape.n_hidden, HIDDEN_FEATURE_DIM, device=META)
         elif name == "n_hr":
