@@ -38,6 +38,7 @@ from scipy.spatial import cKDTree
 from hpcds.config.schema import ModelConfig
 from hpcds.grids import (Graph, Grid, cached_graph, grid_point_count, knn_graph,
                          shard_ranges)
+from hpcds.grids.cache import cached_npy
 from hpcds.grids.graph import edge_attributes, unit_vectors_at
 from hpcds.grids.grid_cache import cached_grid
 from hpcds.models.graphs import (ModelGraphs, build_model_graphs, hidden_node_features,
@@ -100,27 +101,56 @@ def encoder_shard_graph(hidden: Grid, hr: Grid, k: int, hidden_range: tuple[int,
     return Graph(s, r, attr, hr.size, hidden.size, (h0, h1))
 
 
-def shard_graph_parts(cfg: ModelConfig, hr: Grid, hidden: Grid, hr_range: tuple[int, int],
-                      hidden_range: tuple[int, int],
-                      cache_dir: str | os.PathLike | None = None) -> dict[str, Graph]:
-    """{"encoder", "decoder", "refiner"}: the raw Graphs (global ids, unnormalised
-    attributes) into this shard's hidden range (encoder) and HR range (the others)."""
+def _part_specs(cfg: ModelConfig, hr: Grid, hidden: Grid, hr_range: tuple[int, int],
+                hidden_range: tuple[int, int]) -> dict[str, tuple[str, dict, Callable]]:
+    """name → (cache builder name, cache params, build function) of each part."""
     hr_range = (int(hr_range[0]), int(hr_range[1]))
     hidden_range = (int(hidden_range[0]), int(hidden_range[1]))
     k_enc, k_dec = int(cfg.encoder_knn), int(cfg.decoder_knn)
     k_ref = min(int(cfg.refiner_knn), hr.size)
     return {
-        "encoder": cached_graph(
-            "encoder-knn-transposed-shard",
-            {"src": hr, "dst": hidden, "k": k_enc, "dst_range": hidden_range},
-            lambda: encoder_shard_graph(hidden, hr, k_enc, hidden_range), cache_dir),
-        "decoder": cached_graph(
-            "knn", {"src": hidden, "dst": hr, "k": k_dec, "dst_range": hr_range},
-            lambda: knn_graph(hidden, hr, k_dec, hr_range), cache_dir),
-        "refiner": cached_graph(
-            "knn", {"src": hr, "dst": hr, "k": k_ref, "dst_range": hr_range},
-            lambda: knn_graph(hr, hr, k_ref, hr_range), cache_dir),
+        "encoder": ("encoder-knn-transposed-shard",
+                    {"src": hr, "dst": hidden, "k": k_enc, "dst_range": hidden_range},
+                    lambda: encoder_shard_graph(hidden, hr, k_enc, hidden_range)),
+        "decoder": ("knn", {"src": hidden, "dst": hr, "k": k_dec, "dst_range": hr_range},
+                    lambda: knn_graph(hidden, hr, k_dec, hr_range)),
+        "refiner": ("knn", {"src": hr, "dst": hr, "k": k_ref, "dst_range": hr_range},
+                    lambda: knn_graph(hr, hr, k_ref, hr_range)),
     }
+
+
+def shard_graph_parts(cfg: ModelConfig, hr: Grid, hidden: Grid, hr_range: tuple[int, int],
+                      hidden_range: tuple[int, int],
+                      cache_dir: str | os.PathLike | None = None) -> dict[str, Graph]:
+    """{"encoder", "decoder", "refiner"}: the raw Graphs (global ids, unnormalised
+    attributes) into this shard's hidden range (encoder) and HR range (the others). Read
+    from the cache, their large arrays are memory maps of the cache files."""
+    return {name: cached_graph(builder, params, build, cache_dir)
+            for name, (builder, params, build)
+            in _part_specs(cfg, hr, hidden, hr_range, hidden_range).items()}
+
+
+def _scaled_attributes(graph: Graph, scale: float,
+                       cached_as: tuple[str, dict, str | os.PathLike] | None) -> np.ndarray:
+    """(E, 3) float32 graph.edge_attr / scale. cached_as (builder, params, cache_dir): the
+    graph's cache identity; the quotients are then written piecewise to a cached .npy and
+    memory-mapped (an O2560 shard's refiner alone has 0.6 GB of attributes, and the ranks
+    only read them), otherwise divided in memory."""
+    divisor = np.float32(scale)
+    if cached_as is None:
+        attr = np.asarray(graph.edge_attr, np.float32)
+        attr = attr.copy() if isinstance(attr, np.memmap) or not attr.flags.writeable else attr
+        attr /= divisor  # the same float32 quotients as build_model_graphs'
+        return attr
+    builder, params, cache_dir = cached_as
+    step = 1 << 22
+
+    def fill(out: np.ndarray) -> None:
+        for a in range(0, graph.num_edges, step):
+            out[a:a + step] = graph.edge_attr[a:a + step] / divisor
+
+    return cached_npy(f"graph-{builder}-attr-scaled", {**params, "scale": float(divisor)},
+                      (graph.num_edges, graph.edge_attr.shape[1]), np.float32, fill, cache_dir)
 
 
 def longest_edges(parts: dict[str, Graph]) -> np.ndarray:
@@ -131,24 +161,22 @@ def longest_edges(parts: dict[str, Graph]) -> np.ndarray:
 
 
 def assemble_shard_graphs(parts: dict[str, Graph], scales: np.ndarray, hidden: Grid,
-                          hr_range: tuple[int, int], hidden_range: tuple[int, int]
-                          ) -> ModelGraphs:
+                          hr_range: tuple[int, int], hidden_range: tuple[int, int],
+                          cached_as: dict[str, tuple] | None = None) -> ModelGraphs:
     """ModelGraphs of one shard: the parts' edges (global ids), attributes divided by the
     GLOBAL longest edges `scales` (3,) (as build_model_graphs: a scale of 0 becomes 1), and
     the hidden features of the shard's rows only (standardised over the whole hidden grid).
     Consumes `parts`: their arrays become the result's tensors (attributes divided in
-    place)."""
+    place). cached_as: name → (builder, params, cache_dir) of each part's cache entry; the
+    divided attributes are then cached too and memory-mapped (`_scaled_attributes`)."""
     fields, lengths = {}, {}
     for name, scale in zip(("encoder", "decoder", "refiner"), np.asarray(scales, np.float32)):
         g = parts[name]
         scale = float(scale) if float(scale) > 0 else 1.0
-        # the index arrays become INDEX_DTYPE (int32: half the bytes); the attributes are
-        # divided in place (the parts are consumed)
+        # the index arrays become INDEX_DTYPE (int32: half the bytes)
         fields[f"{name}_senders"] = index_tensor(g.senders)
         fields[f"{name}_receivers"] = index_tensor(g.receivers)
-        attr = np.asarray(g.edge_attr, np.float32)
-        attr = attr if attr.flags.writeable else attr.copy()
-        attr /= np.float32(scale)  # the same float32 quotients as build_model_graphs'
+        attr = _scaled_attributes(g, scale, None if cached_as is None else cached_as[name])
         fields[f"{name}_edge_attr"] = torch.from_numpy(attr)
         lengths[f"{name}_length_scale"] = scale
     h0, h1 = hidden_range
@@ -168,6 +196,9 @@ def build_shard_graphs(cfg: ModelConfig, hr: Grid, hr_range: tuple[int, int],
     None only when this shard is the whole grid."""
     hidden = cached_grid(cfg.hidden_grid, cache_dir)
     parts = shard_graph_parts(cfg, hr, hidden, hr_range, hidden_range, cache_dir)
+    cached_as = None if cache_dir is None else {
+        name: (builder, params, cache_dir) for name, (builder, params, _)
+        in _part_specs(cfg, hr, hidden, hr_range, hidden_range).items()}
     local = longest_edges(parts)
     if reduce_max is None:
         if tuple(hr_range) != (0, hr.size) or tuple(hidden_range) != (0, hidden.size):
@@ -176,7 +207,7 @@ def build_shard_graphs(cfg: ModelConfig, hr: Grid, hr_range: tuple[int, int],
         scales = local
     else:
         scales = np.asarray(reduce_max(local), dtype=np.float32)
-    return assemble_shard_graphs(parts, scales, hidden, hr_range, hidden_range)
+    return assemble_shard_graphs(parts, scales, hidden, hr_range, hidden_range, cached_as)
 
 
 @dataclass(frozen=True)
