@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+import numpy as np
 import torch
 
 from hpcds.config.schema import DiffusionConfig
@@ -43,6 +44,8 @@ def edm_loss_weight(sigma: torch.Tensor, sigma_data: float) -> torch.Tensor:
 def _normalised(w, name: str) -> Optional[torch.Tensor]:
     if w is None:
         return None
+    if not isinstance(w, torch.Tensor):  # a read-only (memory-mapped) array: copy here
+        w = np.array(w, dtype=np.float32)
     w = torch.as_tensor(w, dtype=torch.float32).flatten()
     if w.numel() == 0 or not torch.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
         raise ValueError(f"{name} must be finite, >= 0 and not all zero")

@@ -14,10 +14,10 @@
 At initialisation every block is the identity and the output is exactly 0 (so D = c_skip·x).
 
 Activation checkpointing (`model.activation_checkpointing`, with grad enabled): every block —
-encoder, each processor block, decoder, each refiner block — runs under
-torch.utils.checkpoint (non-reentrant). Only the blocks' inputs stay alive after the forward
-pass (plus the embeddings' and the head's activations); the backward recomputes one block at
-a time. The HR-side graph blocks dominate the activations at 4.4 km (per-edge and (N_hr, C)
+input embedding, encoder, each processor block, decoder, each refiner block, output head —
+runs under torch.utils.checkpoint (non-reentrant). Only the blocks' inputs stay alive after
+the forward pass (plus the noise and hidden embeddings' small activations); the backward
+recomputes one block at a time. The HR-side graph blocks dominate the activations at 4.4 km (per-edge and (N_hr, C)
 tensors), so they are checkpointed as well as the processor. Under model parallelism a
 recomputed block repeats its halo exchange in backward; the autograd graphs are identical on
 every rank, so the recomputes (and their exchanges) come in the same order everywhere
@@ -69,6 +69,19 @@ class OutputHead(nn.Module):
         return self.linear(self.norm_op(h, scale, shift))
 
 
+class InputEmbedding(nn.Sequential):
+    """x_in, cond (B, N, V), forcings (B, N, F) → (B, N, C) through an MLP of their
+    concatenation. One module, so that checkpointing it keeps its three inputs (alive anyway)
+    and not the (B, N, 2V+F) concatenation, at small widths the widest HR tensor."""
+
+    def __init__(self, in_dim: int, dim: int):
+        super().__init__(nn.Linear(in_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, x_in: torch.Tensor, cond: torch.Tensor, forcings: torch.Tensor
+                ) -> torch.Tensor:
+        return super().forward(torch.cat([x_in, cond, forcings], dim=-1))
+
+
 class DownscalerNet(nn.Module):
     def __init__(self, cfg: ModelConfig, n_vars: int, n_forcings: int, graphs: ModelGraphs):
         super().__init__()
@@ -86,8 +99,7 @@ class DownscalerNet(nn.Module):
                            if partial else None)
 
         self.noise_embedding = NoiseEmbedding(cfg.noise_embedding_dim, C)
-        self.input_embedding = nn.Sequential(
-            nn.Linear(2 * self.n_vars + self.n_forcings, C), nn.SiLU(), nn.Linear(C, C))
+        self.input_embedding = InputEmbedding(2 * self.n_vars + self.n_forcings, C)
         self.hidden_embedding = nn.Sequential(
             nn.Linear(graphs.hidden_features.shape[1], C), nn.SiLU(), nn.Linear(C, C))
         block = dict(dim=C, heads=H, mlp_ratio=cfg.mlp_ratio, emb_dim=C, backend=cfg.backend)
@@ -124,7 +136,7 @@ class DownscalerNet(nn.Module):
             raise RuntimeError("this DownscalerNet holds one shard's graphs: shard it with "
                                "parallelize_model before calling it")
         emb = self.noise_embedding(c_noise)  # (B, C)
-        h_hr = self.input_embedding(torch.cat([x_in, cond, forcings], dim=-1))
+        h_hr = self._block(self.input_embedding, x_in, cond, forcings)  # (B, N_hr, C)
         h_hid = self.hidden_embedding(self.hidden_features.to(h_hr.dtype))  # (N_hid, C)
         h_hid = h_hid.unsqueeze(0).expand(B, -1, -1)
 
@@ -141,4 +153,4 @@ class DownscalerNet(nn.Module):
             for blk in self.refiner:
                 h_out = self._block(blk, h_out, h_out, emb, self.refiner_senders,
                                     self.refiner_receivers, self.refiner_edge_attr)
-        return self.head(h_out, emb)
+        return self._block(self.head, h_out, emb)

@@ -14,8 +14,8 @@ O(B·E·H·d), window attention logits O(B·N·W·H)) that a fused kernel never 
 saves: its inputs, its output and float32 per-row statistics (log-sum-exp (B, N, H) for
 attention, mean and 1/std (B, N) for the modulated LayerNorm).
 
-Activation checkpointing (every block — encoder, processor, decoder, refiner — as
-`DownscalerNet` applies it): the blocks' inputs stay alive and the backward recomputes one
+Activation checkpointing (every block — input embedding, encoder, processor, decoder,
+refiner, output head — as `DownscalerNet` applies it): the blocks' inputs stay alive and the backward recomputes one
 block at a time; `recompute_bytes` is the largest checkpointed block's own activations (any
 kind), measured in a run without checkpointing, and the largest single tensor is that run's
 (a recomputed block holds it again in backward).
@@ -34,6 +34,7 @@ from torch import nn
 
 from hpcds.config.schema import Backend, ModelConfig
 from hpcds.models import DownscalerNet
+from hpcds.models.downscaler import InputEmbedding, OutputHead
 from hpcds.models.graphs import INDEX_DTYPE, ModelGraphs
 from hpcds.nn import GraphAttentionBlock, WindowAttentionBlock
 
@@ -46,8 +47,8 @@ GRAPHS = {
     "refiner": ("hr", "hr", "refiner_knn", "hr"),
 }
 # the blocks DownscalerNet checkpoints (its top-level modules holding them)
-CHECKPOINTED = (GraphAttentionBlock, WindowAttentionBlock)
-CHECKPOINTED_MODULES = ("encoder", "processor", "decoder", "refiner")
+CHECKPOINTED = (InputEmbedding, GraphAttentionBlock, WindowAttentionBlock, OutputHead)
+CHECKPOINTED_MODULES = ("input_embedding", "encoder", "processor", "decoder", "refiner", "head")
 EDGE_ATTR_DIM = 3  # [east, north, distance]
 HIDDEN_FEATURE_DIM = 3  # standardised unit vectors
 

@@ -63,11 +63,11 @@ def test_activation_estimate_within_20_percent_of_measured(small, checkpointing)
     measured = _measured_forward_bytes(net, hr.size, batch=2)
     plain, ckpt = count_activations(cfg.model, V, F, _shape(graphs, 2), torch.float32)
     estimate = (ckpt if checkpointing else plain).total
-    assert measured > 10 * 2**20  # a real measurement, not noise
+    assert measured > 2 * 2**20  # a real measurement (several (2, 5145, 32) tensors), not noise
     assert abs(estimate - measured) <= 0.2 * measured, (estimate, measured)
     if checkpointing:
-        # every block's activations are dropped: only their inputs, the embeddings' and the
-        # head's stay
+        # every block's activations are dropped (input embedding and head included): only
+        # their inputs and the noise and hidden embeddings' stay
         assert ckpt.total < 0.1 * plain.total
         assert set(ckpt.by_component) >= {"encoder", "processor", "decoder", "refiner"}
         assert 0 < ckpt.recompute_bytes < plain.total
