@@ -101,7 +101,7 @@ def encoder_shard_graph(hidden: Grid, hr: Grid, k: int, hidden_range: tuple[int,
     return Graph(s, r, attr, hr.size, hidden.size, (h0, h1))
 
 
-def _part_specs(cfg: ModelConfig, hr: Grid, hidden: Grid, hr_range: tuple[int, int],
+def part_specs(cfg: ModelConfig, hr: Grid, hidden: Grid, hr_range: tuple[int, int],
                 hidden_range: tuple[int, int]) -> dict[str, tuple[str, dict, Callable]]:
     """name → (cache builder name, cache params, build function) of each part."""
     hr_range = (int(hr_range[0]), int(hr_range[1]))
@@ -127,7 +127,7 @@ def shard_graph_parts(cfg: ModelConfig, hr: Grid, hidden: Grid, hr_range: tuple[
     from the cache, their large arrays are memory maps of the cache files."""
     return {name: cached_graph(builder, params, build, cache_dir)
             for name, (builder, params, build)
-            in _part_specs(cfg, hr, hidden, hr_range, hidden_range).items()}
+            in part_specs(cfg, hr, hidden, hr_range, hidden_range).items()}
 
 
 def _scaled_attributes(graph: Graph, scale: float,
@@ -198,7 +198,7 @@ def build_shard_graphs(cfg: ModelConfig, hr: Grid, hr_range: tuple[int, int],
     parts = shard_graph_parts(cfg, hr, hidden, hr_range, hidden_range, cache_dir)
     cached_as = None if cache_dir is None else {
         name: (builder, params, cache_dir) for name, (builder, params, _)
-        in _part_specs(cfg, hr, hidden, hr_range, hidden_range).items()}
+        in part_specs(cfg, hr, hidden, hr_range, hidden_range).items()}
     local = longest_edges(parts)
     if reduce_max is None:
         if tuple(hr_range) != (0, hr.size) or tuple(hidden_range) != (0, hidden.size):
