@@ -87,13 +87,15 @@ def _load_matching(path: Path, ds: PairedDataset) -> Normalisation | None:
 
 
 def prepare_normalisation(cfg: HpcdsConfig, split: Split, run_dir: str | Path,
-                          progress=None, merge=None, write: bool = True
-                          ) -> tuple[Normalisation, str]:
+                          progress=None, merge=None, write: bool = True,
+                          barrier=None) -> tuple[Normalisation, str]:
     """Set the normalisation of both views from the training dates; save it in `run_dir`
     (when `write`: one rank of a sharded run). `merge(stats) -> stats` combines the shards'
     residual statistics (TrainParallel.merge_stats; collective). A saved file describes the
-    whole grid, so every shard may use it; all ranks see the same files (rank 0 writes only
-    after the collective merge), so they all take the same branch.
+    whole grid, so every shard may use it. `barrier()` (collective over every rank) comes
+    between every rank's choice and the write: without it a replica group that looks for the
+    file after rank 0 wrote it would skip the merge its model-parallel peers enter, and the
+    group's collectives would pair up wrongly.
 
     Returns it and where it came from ("run_dir", "data.stats_file" or "computed")."""
     run_dir = Path(run_dir)
@@ -111,6 +113,8 @@ def prepare_normalisation(cfg: HpcdsConfig, split: Split, run_dir: str | Path,
     for view in (split.train, split.val):
         if view is not None:
             view.normalisation = norm
+    if barrier is not None:
+        barrier()  # every rank has chosen its source before the file changes
     if write:
         split.train.save_statistics(run_dir / STATS_NAME)
     log.info("normalisation: %s", source)

@@ -126,7 +126,7 @@ def train(cfg: HpcdsConfig, progress: bool = True, stop_at: int | None = None) -
     split = split_dates(ds, t.val_dates)
     norm, norm_source = prepare_normalisation(cfg, split, run_dir,
                                               merge=tp.merge_stats if P > 1 else None,
-                                              write=tp.is_main)
+                                              write=tp.is_main, barrier=tp.barrier)
     samples = TrainSamples(split.train)
     val_samples = TrainSamples(split.val) if split.val is not None else None
     first = samples[0]
