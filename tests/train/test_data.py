@@ -47,6 +47,25 @@ def test_split_and_train_only_statistics(make_cfg, tmp_path):
         split_dates(ds, 10)
 
 
+def test_every_rank_chooses_before_the_statistics_file_is_written(make_cfg, tmp_path):
+    """The barrier comes after the choice (merge included) and before the write: a rank that
+    has not chosen yet cannot see a file written meanwhile (the 2 x 2 CI race)."""
+    cfg = make_cfg()
+    events = []
+
+    def merge(stats):
+        events.append("merge")
+        return stats
+
+    def barrier():
+        events.append(("barrier", (tmp_path / STATS_NAME).exists()))
+
+    _, source = prepare_normalisation(cfg, split_dates(PairedDataset.from_config(cfg), 2),
+                                      tmp_path, merge=merge, barrier=barrier)
+    assert source == "computed" and events == ["merge", ("barrier", False)]
+    assert (tmp_path / STATS_NAME).exists()
+
+
 def test_stats_file_is_used_when_it_matches(make_cfg, overrides, tmp_path):
     stats_file = tmp_path / "stats.json"
     assert main(["data", "stats", "tiny", *overrides, f"data.stats_file={stats_file}",
