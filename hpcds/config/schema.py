@@ -121,6 +121,10 @@ class ModelConfig:
     # checkpoint every block (encoder, processor, decoder, refiner): keep only the blocks'
     # inputs, recompute one block at a time in backward (its halo exchange included)
     activation_checkpointing: bool = False
+    # graph-attention blocks run their destination rows in pieces of this many rows, each
+    # checkpointed under autograd (0: all rows at once): a recomputed HR block then holds its
+    # keys/values and one piece's activations, not all rows'
+    graph_block_rows: int = 0
 
 
 @dataclass

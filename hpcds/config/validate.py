@@ -38,6 +38,8 @@ def validate(cfg: HpcdsConfig) -> None:
                        ("model.decoder_knn", cfg.model.decoder_knn),
                        ("model.refiner_knn", cfg.model.refiner_knn)):
         _require(value >= 1, key, value, "an integer >= 1")
+    _require(cfg.model.graph_block_rows >= 0, "model.graph_block_rows",
+             cfg.model.graph_block_rows, "an integer >= 0 (0: all destination rows at once)")
     _require(cfg.profile.start_step >= 0, "profile.start_step", cfg.profile.start_step,
              "an integer >= 0")
     _require(cfg.profile.num_steps >= 0, "profile.num_steps", cfg.profile.num_steps,

@@ -17,7 +17,9 @@ Activation checkpointing (`model.activation_checkpointing`, with grad enabled): 
 input embedding, encoder, each processor block, decoder, each refiner block, output head —
 runs under torch.utils.checkpoint (non-reentrant). Only the blocks' inputs stay alive after
 the forward pass (plus the noise and hidden embeddings' small activations); the backward
-recomputes one block at a time. The HR-side graph blocks dominate the activations at 4.4 km (per-edge and (N_hr, C)
+recomputes one block at a time. `model.graph_block_rows` > 0 also runs each graph block's
+destination side in checkpointed pieces of that many rows (`GraphAttentionBlock`): a
+recomputed HR block then holds its keys/values and one piece, not all its rows' activations. The HR-side graph blocks dominate the activations at 4.4 km (per-edge and (N_hr, C)
 tensors), so they are checkpointed as well as the processor. Under model parallelism a
 recomputed block repeats its halo exchange in backward; the autograd graphs are identical on
 every rank, so the recomputes (and their exchanges) come in the same order everywhere
@@ -104,12 +106,13 @@ class DownscalerNet(nn.Module):
             nn.Linear(graphs.hidden_features.shape[1], C), nn.SiLU(), nn.Linear(C, C))
         block = dict(dim=C, heads=H, mlp_ratio=cfg.mlp_ratio, emb_dim=C, backend=cfg.backend)
         edge_dim = graphs.encoder_edge_attr.shape[1]
-        self.encoder = GraphAttentionBlock(edge_dim=edge_dim, **block)
+        rows = int(cfg.graph_block_rows)  # destination rows per checkpointed piece (0: all)
+        self.encoder = GraphAttentionBlock(edge_dim=edge_dim, rows=rows, **block)
         self.processor = nn.ModuleList(
             WindowAttentionBlock(window=cfg.window, **block) for _ in range(cfg.processor_layers))
-        self.decoder = GraphAttentionBlock(edge_dim=edge_dim, **block)
+        self.decoder = GraphAttentionBlock(edge_dim=edge_dim, rows=rows, **block)
         self.refiner = nn.ModuleList(
-            GraphAttentionBlock(edge_dim=graphs.refiner_edge_attr.shape[1], **block)
+            GraphAttentionBlock(edge_dim=graphs.refiner_edge_attr.shape[1], rows=rows, **block)
             for _ in range(cfg.refiner_layers))
         self.head = OutputHead(C, C, self.n_vars, get_op("modulated_layer_norm", cfg.backend))
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from hpcds.config.schema import Backend
 from hpcds.nn.dispatch import get_op
@@ -67,10 +68,17 @@ class GraphAttentionBlock(nn.Module):
             receivers (E,) sorted, edge_attr (E, A)) → (B, N_dst, C)
 
     Edge geometry enters as a learned per-head additive bias on the logits (`EdgeBias`).
+
+    rows > 0: the destination side (norm, query, attention, projection, MLP) runs on pieces of
+    `rows` destination rows — row-wise, so the rows are the same — each piece checkpointed under
+    autograd. The source side (norm, halo, keys, values) is computed once. A piece's edges are
+    a contiguous range (receivers sorted); the ranges are found once per graph (one host sync,
+    then cached) and the piece's receivers are rebased to the piece.
     """
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float, emb_dim: int,
-                 edge_dim: int = 3, backend: Backend | str = Backend.reference):
+                 edge_dim: int = 3, backend: Backend | str = Backend.reference,
+                 rows: int = 0):
         super().__init__()
         self.attn = _Attention(dim, heads)
         self.edge_bias = EdgeBias(edge_dim, heads)
@@ -80,18 +88,60 @@ class GraphAttentionBlock(nn.Module):
         self.halo = NoHalo()
         self.attention_op = get_op("graph_attention", backend)
         self.norm_op = get_op("modulated_layer_norm", backend)
+        self.rows = int(rows)
+        self._pieces: tuple[tuple, list] | None = None  # (graph key, [(r0, r1, e0, e1)])
 
     def forward(self, x_dst: torch.Tensor, x_src: torch.Tensor, emb: torch.Tensor,
                 senders: torch.Tensor, receivers: torch.Tensor, edge_attr: torch.Tensor
                 ) -> torch.Tensor:
-        sh1, sc1, g1, sh2, sc2, g2, sh_src, sc_src = self.adaln(emb)  # each (B, C)
-        h_dst = self.norm_op(x_dst, sc1, sh1)
+        mods = self.adaln(emb)  # 8 × (B, C)
+        sh_src, sc_src = mods[6], mods[7]
         h_src, _ = self.halo(self.norm_op(x_src, sc_src, sh_src))  # senders index h_src
-        q, k, v = self.attn.qkv(h_dst, h_src)
-        a = self.attention_op(q, k, v, self.edge_bias(edge_attr), senders, receivers,
-                              x_dst.shape[1])
+        B, N_src, _ = h_src.shape
+        k, v = self.attn.kv(h_src).view(B, N_src, 2, self.attn.heads,
+                                         self.attn.head_dim).unbind(2)
+        k = self.attn.k_norm(k)
+        n_dst = x_dst.shape[1]
+        if self.rows <= 0 or n_dst <= self.rows:
+            return self._destination_rows(x_dst, k, v, mods, senders, receivers, edge_attr)
+        outs = []
+        for r0, r1, e0, e1 in self._piece_bounds(receivers, n_dst):
+            args = (x_dst[:, r0:r1], k, v, mods, senders[e0:e1], receivers[e0:e1] - r0,
+                    edge_attr[e0:e1])
+            if torch.is_grad_enabled():
+                outs.append(checkpoint(self._destination_rows, *args, use_reentrant=False))
+            else:
+                outs.append(self._destination_rows(*args))
+        return torch.cat(outs, dim=1)
+
+    def _destination_rows(self, x_dst: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                          mods: tuple, senders: torch.Tensor, receivers: torch.Tensor,
+                          edge_attr: torch.Tensor) -> torch.Tensor:
+        """x_dst (B, n, C) rows, k/v (B, N_src, H, d), receivers in [0, n) → (B, n, C)."""
+        sh1, sc1, g1, sh2, sc2, g2 = mods[:6]
+        B, n, _ = x_dst.shape
+        q = self.attn.q_norm(self.attn.q(self.norm_op(x_dst, sc1, sh1)).view(
+            B, n, self.attn.heads, self.attn.head_dim))
+        a = self.attention_op(q, k, v, self.edge_bias(edge_attr), senders, receivers, n)
         x = x_dst + g1.unsqueeze(1) * self.attn.project(a)
         return x + g2.unsqueeze(1) * self.mlp(self.norm_op(x, sc2, sh2))
+
+    def _piece_bounds(self, receivers: torch.Tensor, n_dst: int) -> list[tuple[int, ...]]:
+        """[(r0, r1, e0, e1)]: destination rows [r0, r1) and their edges [e0, e1), found once
+        per graph (the buffers are constants; a sharded model's are set before its first
+        call)."""
+        key = (receivers.data_ptr(), receivers.numel(), n_dst, self.rows)
+        if self._pieces is None or self._pieces[0] != key:
+            rows = list(range(0, n_dst, self.rows)) + [n_dst]
+            if receivers.is_meta:  # `hpcds plan` (shapes only): edges in proportion to rows
+                edges = [receivers.numel() * r // n_dst for r in rows]
+            else:
+                starts = torch.tensor(rows, dtype=receivers.dtype, device=receivers.device)
+                edges = torch.searchsorted(receivers, starts).tolist()  # the one host sync
+            bounds = [(rows[i], rows[i + 1], edges[i], edges[i + 1])
+                      for i in range(len(rows) - 1) if rows[i + 1] > rows[i]]
+            self._pieces = (key, bounds)
+        return self._pieces[1]
 
 
 class WindowAttentionBlock(nn.Module):

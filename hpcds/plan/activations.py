@@ -76,6 +76,7 @@ class ActivationCount:
     by_block: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     largest_tensor: int = 0
     recompute_bytes: int = 0  # checkpointing: the largest block, recomputed in backward
+    piece_bytes: int = 0  # graph blocks in pieces of rows: the largest piece's own activations
 
 
 class _MetaHalo(nn.Module):
@@ -110,6 +111,10 @@ class SavedTensorCounter:
         self.net, self.fused = net, fused
         self.count = ActivationCount()
         self._seen: dict[int, int] = {}
+        # graph blocks run in pieces of destination rows (`rows` > 0): None counts as usual,
+        # a dict collects the first piece's saved tensors aside, False drops the later pieces'
+        self._aside: dict[int, int] | bool | None = None
+        self._pieces_done: set[int] = set()
         self._alive: list[torch.Tensor] = []
         self._exclude = {_storage_key(t) for t in (*net.parameters(), *net.buffers())}
         self._component, self._block, self._in_op, self._in_ckpt = "inputs", "", 0, False
@@ -119,6 +124,10 @@ class SavedTensorCounter:
     def _add(self, t: torch.Tensor) -> None:
         key = _storage_key(t)
         if key in self._exclude or key in self._seen:
+            return
+        if self._aside is not None:
+            if self._aside is not False:
+                self._aside[key] = _nbytes(t)
             return
         self._alive.append(t)  # a freed storage's address could be reused by a new one
         n = _nbytes(t)
@@ -163,10 +172,47 @@ class SavedTensorCounter:
                     self._add(t)
                 B, N = out.shape[0], out.shape[1]
                 rows = B * N * (out.shape[2] if kind == "attention" else 2)  # lse | mean, rstd
+                if self._aside is not None:
+                    if self._aside is not False:
+                        self._aside[-len(self._aside) - 1] = rows * 4
+                    return out
                 self.count.total += rows * 4
                 self.count.by_component[self._component] += rows * 4
                 if self._block:
                     self.count.by_block[self._block] += rows * 4
+            return out
+        return wrapped
+
+    def _wrap_pieces(self, blk: nn.Module, fn):
+        """GraphAttentionBlock._destination_rows of a block run in pieces: each piece is
+        checkpointed, holding the block's keys and values (counted with the block) for its
+        recompute; the first piece's own saved tensors are counted aside — one piece is
+        recomputed at a time in backward — and added to the block's `by_block` figure (what
+        recomputing the block holds), not to the total. The counted forward is not meant for
+        a backward pass (the first piece's tensors bypass its checkpoint)."""
+        def wrapped(x_dst, k, v, *rest):
+            if not torch.is_grad_enabled() or self._in_ckpt:
+                return fn(x_dst, k, v, *rest)
+            for t in (k, v):
+                self._add(t)
+            first = id(blk) not in self._pieces_done
+            self._aside = {} if first else False
+            try:
+                if first:
+                    with torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t):
+                        out = fn(x_dst, k, v, *rest)
+                else:
+                    out = fn(x_dst, k, v, *rest)
+            finally:
+                aside, self._aside = self._aside, None
+            if first:
+                self._pieces_done.add(id(blk))
+                piece = sum(aside.values())
+                c = self.count
+                c.piece_bytes = max(c.piece_bytes, piece)
+                c.largest_tensor = max(c.largest_tensor, max(aside.values(), default=0))
+                if self._block:
+                    c.by_block[self._block] += piece
             return out
         return wrapped
 
@@ -188,6 +234,11 @@ class SavedTensorCounter:
                     self._component, self._block = labels[blk]
                 return run_block(blk, *args)
             self.net._block = labelled
+        for module in self.net.modules():
+            if isinstance(module, GraphAttentionBlock) and module.rows > 0:
+                fn = module._destination_rows
+                self._patched.append((module, "_destination_rows", None))
+                module._destination_rows = self._wrap_pieces(module, fn)
         if self.fused:
             for module in self.net.modules():
                 for attr, kind in (("attention_op", "attention"), ("norm_op", "norm")):
@@ -209,7 +260,10 @@ class SavedTensorCounter:
         for handle in self._handles:
             handle.remove()
         for module, attr, fn in self._patched:
-            setattr(module, attr, fn)
+            if fn is None:  # an instance attribute over the class's method
+                module.__dict__.pop(attr, None)
+            else:
+                setattr(module, attr, fn)
         self.net.__dict__.pop("_block", None)
         self._component, self._block = "inputs", ""
         self._alive.clear()
@@ -292,6 +346,8 @@ def count_activations(cfg: ModelConfig, n_vars: int, n_forcings: int, shape: Sha
     plain, with_ckpt = counts
     with_ckpt.recompute_bytes = max((b for name, b in plain.by_block.items()
                                      if name.split(".")[0] in CHECKPOINTED_MODULES), default=0)
+    # graph blocks in pieces recompute one piece at a time even without block checkpointing
+    plain.recompute_bytes = plain.piece_bytes
     with_ckpt.largest_tensor = max(with_ckpt.largest_tensor, plain.largest_tensor)
     return plain, with_ckpt
 

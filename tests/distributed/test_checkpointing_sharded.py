@@ -15,6 +15,7 @@ import torch
 
 from hpcds.distributed import ShardContext
 from hpcds.models.parallelize import parallelize_model
+from hpcds.nn import GraphAttentionBlock
 
 BLOCKS = ("encoder", "processor.0", "processor.1", "decoder", "refiner.0")
 
@@ -27,8 +28,10 @@ def _close(name, got, want, rtol=1e-5, floor=0.0):
         f"{name}: max error {err:.3e} vs scale {scale:.3e}")
 
 
-@pytest.mark.parametrize("P", [2, 3])
-def test_checkpointed_sharded_equals_single_process(thread_ranks, tiny_model, P):
+@pytest.mark.parametrize("P, rows", [(2, 0), (3, 0), (2, 257), (3, 101)])
+def test_checkpointed_sharded_equals_single_process(thread_ranks, tiny_model, P, rows):
+    """rows > 0: the graph blocks also run their destination rows in checkpointed pieces
+    (model.graph_block_rows), inside the checkpointed blocks."""
     cfg, graphs, ref, inputs, _ = tiny_model
     ref = copy.deepcopy(ref)
     assert not ref.activation_checkpointing
@@ -55,6 +58,9 @@ def test_checkpointed_sharded_equals_single_process(thread_ranks, tiny_model, P)
         net = copy.deepcopy(ref)
         net.zero_grad(set_to_none=True)
         net.activation_checkpointing = True
+        for m in net.modules():
+            if isinstance(m, GraphAttentionBlock):
+                m.rows = rows
         shard = parallelize_model(net, ctx, n_hr=n, hr_ranges=cuts)
         assert shard.ranges["hr"] == cuts[r]
         starts = dict.fromkeys(BLOCKS, 0)
