@@ -45,8 +45,10 @@ DATA = [f"run.out_dir={OUT}", "benchmark.n_dates=3", "benchmark.noise_modes=16",
 # grids, the graphs (k = 4, 4, 8) and activation checkpointing are configs/4km.yaml's. What
 # is left per rank at P = 4 (6.58 M HR rows) is independent of the width: graph indices,
 # edge-bias pieces, the attention backward's per-edge workspace, data, inputs
+# graph_block_rows=0: as recorded in dryrun-4km-20261125.md (before the config's pieces)
 MODEL = ["model.hidden_dim=2", "model.num_heads=1", "model.mlp_ratio=1",
          "model.processor_layers=2", "model.window=16", "model.noise_embedding_dim=16",
+         "model.graph_block_rows=0",
          "model.backend=native"]
 PARALLEL = ["parallel.ensemble_groups=0", "parallel.use_deepspeed=false", "parallel.zero_stage=0",
             "parallel.halo_transport=torch"]
