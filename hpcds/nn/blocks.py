@@ -48,12 +48,20 @@ class _Attention(nn.Module):
         self.k_norm = RMSNorm(self.head_dim)
         self.out = nn.Linear(dim, dim)
 
+    def queries(self, h_q: torch.Tensor) -> torch.Tensor:
+        """h_q (B, Nq, C) → q (B, Nq, H, d), qk-normed."""
+        B, Nq, _ = h_q.shape
+        return self.q_norm(self.q(h_q).view(B, Nq, self.heads, self.head_dim))
+
+    def keys_values(self, h_kv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """h_kv (B, Nk, C) → k (qk-normed), v (B, Nk, H, d)."""
+        B, Nk, _ = h_kv.shape
+        k, v = self.kv(h_kv).view(B, Nk, 2, self.heads, self.head_dim).unbind(2)
+        return self.k_norm(k), v
+
     def qkv(self, h_q: torch.Tensor, h_kv: torch.Tensor):
         """h_q (B, Nq, C), h_kv (B, Nk, C) → q (B, Nq, H, d), k, v (B, Nk, H, d)."""
-        B, Nq, _ = h_q.shape
-        q = self.q_norm(self.q(h_q).view(B, Nq, self.heads, self.head_dim))
-        k, v = self.kv(h_kv).view(B, h_kv.shape[1], 2, self.heads, self.head_dim).unbind(2)
-        return q, self.k_norm(k), v
+        return (self.queries(h_q), *self.keys_values(h_kv))
 
     def project(self, a: torch.Tensor) -> torch.Tensor:
         """a (B, N, H, d) → (B, N, C)."""
@@ -97,10 +105,7 @@ class GraphAttentionBlock(nn.Module):
         mods = self.adaln(emb)  # 8 × (B, C)
         sh_src, sc_src = mods[6], mods[7]
         h_src, _ = self.halo(self.norm_op(x_src, sc_src, sh_src))  # senders index h_src
-        B, N_src, _ = h_src.shape
-        k, v = self.attn.kv(h_src).view(B, N_src, 2, self.attn.heads,
-                                         self.attn.head_dim).unbind(2)
-        k = self.attn.k_norm(k)
+        k, v = self.attn.keys_values(h_src)
         n_dst = x_dst.shape[1]
         if self.rows <= 0 or n_dst <= self.rows:
             return self._destination_rows(x_dst, k, v, mods, senders, receivers, edge_attr)
@@ -119,10 +124,9 @@ class GraphAttentionBlock(nn.Module):
                           edge_attr: torch.Tensor) -> torch.Tensor:
         """x_dst (B, n, C) rows, k/v (B, N_src, H, d), receivers in [0, n) → (B, n, C)."""
         sh1, sc1, g1, sh2, sc2, g2 = mods[:6]
-        B, n, _ = x_dst.shape
-        q = self.attn.q_norm(self.attn.q(self.norm_op(x_dst, sc1, sh1)).view(
-            B, n, self.attn.heads, self.attn.head_dim))
-        a = self.attention_op(q, k, v, self.edge_bias(edge_attr), senders, receivers, n)
+        q = self.attn.queries(self.norm_op(x_dst, sc1, sh1))
+        a = self.attention_op(q, k, v, self.edge_bias(edge_attr), senders, receivers,
+                              x_dst.shape[1])
         x = x_dst + g1.unsqueeze(1) * self.attn.project(a)
         return x + g2.unsqueeze(1) * self.mlp(self.norm_op(x, sc2, sh2))
 
@@ -139,7 +143,7 @@ class GraphAttentionBlock(nn.Module):
                 starts = torch.tensor(rows, dtype=receivers.dtype, device=receivers.device)
                 edges = torch.searchsorted(receivers, starts).tolist()  # the one host sync
             bounds = [(rows[i], rows[i + 1], edges[i], edges[i + 1])
-                      for i in range(len(rows) - 1) if rows[i + 1] > rows[i]]
+                      for i in range(len(rows) - 1)]
             self._pieces = (key, bounds)
         return self._pieces[1]
 
