@@ -125,9 +125,13 @@ def shard_graph_parts(cfg: ModelConfig, hr: Grid, hidden: Grid, hr_range: tuple[
     """{"encoder", "decoder", "refiner"}: the raw Graphs (global ids, unnormalised
     attributes) into this shard's hidden range (encoder) and HR range (the others). Read
     from the cache, their large arrays are memory maps of the cache files."""
+    return _build_parts(part_specs(cfg, hr, hidden, hr_range, hidden_range), cache_dir)
+
+
+def _build_parts(specs: dict[str, tuple[str, dict, Callable]],
+                 cache_dir: str | os.PathLike | None) -> dict[str, Graph]:
     return {name: cached_graph(builder, params, build, cache_dir)
-            for name, (builder, params, build)
-            in part_specs(cfg, hr, hidden, hr_range, hidden_range).items()}
+            for name, (builder, params, build) in specs.items()}
 
 
 def _scaled_attributes(graph: Graph, scale: float,
@@ -195,10 +199,10 @@ def build_shard_graphs(cfg: ModelConfig, hr: Grid, hr_range: tuple[int, int],
     longest edges → the maxima over every shard of the model-parallel group (collective);
     None only when this shard is the whole grid."""
     hidden = cached_grid(cfg.hidden_grid, cache_dir)
-    parts = shard_graph_parts(cfg, hr, hidden, hr_range, hidden_range, cache_dir)
+    specs = part_specs(cfg, hr, hidden, hr_range, hidden_range)
+    parts = _build_parts(specs, cache_dir)
     cached_as = None if cache_dir is None else {
-        name: (builder, params, cache_dir) for name, (builder, params, _)
-        in part_specs(cfg, hr, hidden, hr_range, hidden_range).items()}
+        name: (builder, params, cache_dir) for name, (builder, params, _) in specs.items()}
     local = longest_edges(parts)
     if reduce_max is None:
         if tuple(hr_range) != (0, hr.size) or tuple(hidden_range) != (0, hidden.size):

@@ -113,7 +113,7 @@ class SavedTensorCounter:
         self._seen: dict[int, int] = {}
         # graph blocks run in pieces of destination rows (`rows` > 0): None counts as usual,
         # a dict collects the first piece's saved tensors aside, False drops the later pieces'
-        self._aside: dict[int, int] | bool | None = None
+        self._aside: dict | bool | None = None
         self._pieces_done: set[int] = set()
         self._alive: list[torch.Tensor] = []
         self._exclude = {_storage_key(t) for t in (*net.parameters(), *net.buffers())}
@@ -173,8 +173,8 @@ class SavedTensorCounter:
                 B, N = out.shape[0], out.shape[1]
                 rows = B * N * (out.shape[2] if kind == "attention" else 2)  # lse | mean, rstd
                 if self._aside is not None:
-                    if self._aside is not False:
-                        self._aside[-len(self._aside) - 1] = rows * 4
+                    if self._aside is not False:  # keyed apart from storages: one per call
+                        self._aside[("op statistics", id(out))] = rows * 4
                     return out
                 self.count.total += rows * 4
                 self.count.by_component[self._component] += rows * 4
