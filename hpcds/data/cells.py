@@ -15,15 +15,6 @@ from hpcds.grids import Grid
 COORD_TOLERANCE_DEG = 1e-4
 
 
-def _coordinates(store, cells) -> tuple[np.ndarray, np.ndarray]:
-    """(latitudes, longitudes) of `cells` of a data Store (`coordinates_at`: reads only those
-    of a slice) or of any store with latitudes/longitudes arrays (an ensemble store)."""
-    read = getattr(store, "coordinates_at", None)
-    if read is not None:
-        return read(cells)
-    return np.asarray(store.latitudes)[cells], np.asarray(store.longitudes)[cells]
-
-
 def store_cells_for_grid(store, grid: Grid, what: str, fix: str,
                          cells: tuple[int, int] | None = None) -> np.ndarray:
     """(b-a,) int64: for the grid's SFC cells [a, b) (all by default) the index of each in
@@ -37,7 +28,7 @@ def store_cells_for_grid(store, grid: Grid, what: str, fix: str,
     native = store.cell_order != "sfc"
     index = grid.native_index[start:stop] if native else np.arange(start, stop)
     lat, lon = grid.latitudes[start:stop], grid.longitudes[start:stop]
-    store_lat, store_lon = _coordinates(store, index if native else slice(start, stop))
+    store_lat, store_lon = store.coordinates_at(index if native else slice(start, stop))
     dlat = np.abs(store_lat - lat)
     dlon = np.abs((store_lon - lon + 180.0) % 360.0 - 180.0)
     dlon = np.where(np.abs(lat) > 89.999, 0.0, dlon)  # longitude is moot at a pole

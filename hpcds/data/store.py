@@ -294,6 +294,17 @@ def open_store(path: str | os.PathLike | zarr.storage.StoreLike) -> Store:
     return Store(group, str(path) if by_path else repr(path), reopen=by_path)
 
 
+def group_coordinates(group, cells: slice | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(latitudes, longitudes) float64 of `cells` of a store's zarr group. A slice reads only
+    those cells: at O2560 the whole arrays are 0.4 GB per store, and a model-parallel rank
+    needs only its own range."""
+    if isinstance(cells, slice):
+        return tuple(np.asarray(group[name][cells], dtype=np.float64)
+                     for name in ("latitudes", "longitudes"))
+    return tuple(np.asarray(group[name][...], dtype=np.float64)[cells]
+                 for name in ("latitudes", "longitudes"))
+
+
 class Store:
     """A read-only anemoi-datasets store: coordinates load lazily, `read` fetches only its chunks.
 
@@ -378,13 +389,11 @@ class Store:
         return np.asarray(self._group["longitudes"][...], dtype=np.float64)
 
     def coordinates_at(self, cells: slice | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(latitudes, longitudes) float64 of `cells` (a slice or an index array). A slice is
-        read from the store alone, without loading (and caching) the whole coordinate
-        arrays: at O2560 those are 0.4 GB per store, and a model-parallel rank needs only its
-        own range."""
+        """(latitudes, longitudes) float64 of `cells` (a slice or an index array); see
+        `group_coordinates`. Coordinates already read in full (or needed in full: an index
+        array) come from the cached arrays."""
         if isinstance(cells, slice) and "latitudes" not in self.__dict__:
-            return tuple(np.asarray(self._group[name][cells], dtype=np.float64)
-                         for name in ("latitudes", "longitudes"))
+            return group_coordinates(self._group, cells)
         return self.latitudes[cells], self.longitudes[cells]
 
     @cached_property

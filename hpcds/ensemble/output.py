@@ -48,7 +48,8 @@ import zarr
 
 from hpcds.atomic import exists_error, publish_dir, remove_path, temp_sibling
 from hpcds.data.dates import as_dates, frequency_string, iso, list_dates, parse_frequency
-from hpcds.data.store import DIMS, _add_array, anemoi_root_attrs, write_grid_coordinates
+from hpcds.data.store import (DIMS, _add_array, anemoi_root_attrs, group_coordinates,
+                               write_grid_coordinates)
 from hpcds.errors import StoreError
 from hpcds.grids.geometry import Grid
 
@@ -257,6 +258,10 @@ class EnsembleStore:
     def longitudes(self) -> np.ndarray:
         """(cell,) float64 degrees east, read on first use."""
         return np.asarray(self._group["longitudes"][...], dtype=np.float64)
+
+    def coordinates_at(self, cells: slice | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(latitudes, longitudes) float64 of `cells`: a slice reads only those."""
+        return group_coordinates(self._group, cells)
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
