@@ -162,12 +162,18 @@ def markdown(rows: list[dict], setup: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
+def shard_bench_parser(doc: str) -> argparse.ArgumentParser:
+    """CONFIG [key=value …] --shards P: the arguments of the per-shard graph benchmarks."""
+    parser = argparse.ArgumentParser(description=doc,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", nargs="?", default="4km")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     parser.add_argument("--shards", type=int, default=16)
+    return parser
+
+
+def main() -> int:
+    parser = shard_bench_parser(__doc__)
     parser.add_argument("--cache-dir", default=None, help="default: the config's grid.cache_dir")
     parser.add_argument("--time-limit", type=float, default=0.0,
                         help="stop after this many seconds of shard building (0: no limit)")

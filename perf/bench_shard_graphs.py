@@ -17,11 +17,10 @@ writes perf/results/shard-graphs-<hr>-p<P>-<date>.json.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
-from bench_graph import peak_gib, reset_peak, rss_gib  # perf/bench_graph.py
+from bench_graph import peak_gib, reset_peak, rss_gib, shard_bench_parser  # perf/
 from machine import write_record  # perf/machine.py
 
 from hpcds.config.load import load_config
@@ -80,11 +79,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", nargs="?", default="4km")
-    parser.add_argument("overrides", nargs="*", metavar="key=value")
-    parser.add_argument("--shards", type=int, default=16)
+    parser = shard_bench_parser(__doc__)
     parser.add_argument("--only", type=int, nargs="*", default=[],
                         help="build only these shards (default: all)")
     parser.add_argument("--cache-dir", default=None,
