@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from hpcds.atomic import atomic_open
+from hpcds.atomic import atomic_open, temp_sibling
 from hpcds.grids.geometry import Grid
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,19 @@ def stable_hash(params: dict) -> str:
     """Hex sha256 of `params` as canonical JSON (sorted keys); Grids hash by fingerprint."""
     text = json.dumps(params, sort_keys=True, separators=(",", ":"), default=_jsonable)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _entry(kind: str, payload: dict, cache_dir: str | os.PathLike, suffix: str
+           ) -> tuple[str, Path]:
+    """(key, path) of the entry of `kind` identified by `payload`: key = stable hash of
+    {"kind": kind, **payload}, path = cache_dir/<kind>-<key[:24]><suffix>."""
+    key = stable_hash({"kind": kind, **payload})
+    return key, Path(cache_dir) / f"{kind}-{key[:24]}{suffix}"
+
+
+def _check_kind(kind: str) -> None:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", kind):
+        raise ValueError(f"cache kind {kind!r} must be a plain file-name word")
 
 
 def _stored_member_memmap(path: Path, info: zipfile.ZipInfo) -> np.ndarray | None:
@@ -120,12 +133,10 @@ def cached_arrays(kind: str, params: dict, build_fn: Callable[[], dict[str, np.n
     mmap_min_bytes: arrays of at least this size read from the cache are copy-on-write
     memory maps of the file, not copies in memory (an O2560 shard's graphs: ~3 GB).
     """
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", kind):
-        raise ValueError(f"cache kind {kind!r} must be a plain file-name word")
+    _check_kind(kind)
     if cache_dir is None:
         return build_fn()
-    key = stable_hash({"kind": kind, "params": params})
-    path = Path(cache_dir) / f"{kind}-{key[:24]}.npz"
+    key, path = _entry(kind, {"params": params}, cache_dir, ".npz")
     if path.exists():
         try:
             arrays = _load(path, key, mmap_min_bytes)
@@ -149,11 +160,9 @@ def cached_npy(kind: str, params: dict, shape: tuple[int, ...], dtype,
     On a miss `fill(out)` writes every element of `out`, a memory map of a temporary file
     (so the array never needs to fit in memory), which then replaces the entry atomically.
     A file of another shape or dtype, or that cannot be read, is rebuilt."""
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", kind):
-        raise ValueError(f"cache kind {kind!r} must be a plain file-name word")
-    key = stable_hash({"kind": kind, "params": params, "shape": list(shape),
-                       "dtype": np.dtype(dtype).str})
-    path = Path(cache_dir) / f"{kind}-{key[:24]}.npy"
+    _check_kind(kind)
+    _, path = _entry(kind, {"params": params, "shape": list(shape),
+                            "dtype": np.dtype(dtype).str}, cache_dir, ".npy")
     if path.exists():
         try:
             out = np.load(path, mmap_mode="c")
@@ -165,7 +174,7 @@ def cached_npy(kind: str, params: dict, shape: tuple[int, ...], dtype,
             log.warning("cache entry %s is unreadable (%s: %s); rebuilding it", path,
                         type(err).__name__, err)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temp_sibling(path)
     try:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=tuple(shape))
         fill(out)
