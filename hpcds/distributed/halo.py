@@ -27,6 +27,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from hpcds.indices import index_tensor
+
 Ranges = Sequence[tuple[int, int]]
 
 
@@ -193,7 +195,7 @@ class GraphShard:
     """One rank's part of a bipartite graph whose receivers are sorted: its edges are the
     contiguous slice `edges` of the global edge arrays; senders (E_loc,) index the source
     ext rows [own | halo], receivers (E_loc,) the own destinations 0 … n_dst_local−1, both
-    the model's graph index dtype (hpcds.models.graphs.INDEX_DTYPE, int32); the numpy work
+    the model's graph index dtype (hpcds.indices.INDEX_DTYPE, int32); the numpy work
     that makes them is int64."""
 
     plan: HaloPlan
@@ -202,13 +204,6 @@ class GraphShard:
     receivers: torch.Tensor
     dst_start: int
     n_dst: int
-
-
-def _index_tensor(a: np.ndarray) -> torch.Tensor:
-    # imported here: hpcds.distributed does not import the model package at import time
-    from hpcds.models.graphs import index_tensor
-
-    return index_tensor(a)
 
 
 def graph_shard(senders, receivers, src_ranges: Ranges, dst_ranges: Ranges,
@@ -244,7 +239,7 @@ def graph_shard(senders, receivers, src_ranges: Ranges, dst_ranges: Ranges,
     own = (ls >= start) & (ls < stop)
     local = np.where(own, ls - start, plan.n_local + np.searchsorted(halo, ls))
     return GraphShard(plan=plan, edges=slice(int(lo), int(hi)),
-                      senders=_index_tensor(local), receivers=_index_tensor(r[lo:hi] - d0),
+                      senders=index_tensor(local), receivers=index_tensor(r[lo:hi] - d0),
                       dst_start=d0, n_dst=d1 - d0)
 
 
@@ -289,10 +284,10 @@ def local_graph_shard(senders, receivers, src_ranges: Ranges, dst_ranges: Ranges
     local = s - start
     local[remote] = plan.n_local + np.searchsorted(halo, s[remote])
     del s, remote
-    senders_t = _index_tensor(local)
+    senders_t = index_tensor(local)
     del local
     return GraphShard(plan=plan, edges=slice(0, int(len(senders_t))), senders=senders_t,
-                      receivers=_index_tensor(r - d0), dst_start=d0, n_dst=d1 - d0)
+                      receivers=index_tensor(r - d0), dst_start=d0, n_dst=d1 - d0)
 
 
 def window_plan(ranges: Ranges, rank: int, half_window: int) -> HaloPlan:

@@ -41,8 +41,8 @@ from hpcds.grids import (Graph, Grid, cached_graph, grid_point_count, knn_graph,
 from hpcds.grids.cache import cached_npy
 from hpcds.grids.graph import edge_attributes, unit_vectors_at
 from hpcds.grids.grid_cache import cached_grid
-from hpcds.models.graphs import (ModelGraphs, build_model_graphs, hidden_node_features,
-                                 index_tensor)
+from hpcds.indices import index_tensor
+from hpcds.models.graphs import ModelGraphs, build_model_graphs, hidden_node_features
 
 _HR_CHUNK = 1 << 16  # HR cells per candidate chunk (SFC-contiguous, so compact)
 _HIDDEN_PIECE = 1 << 14  # hidden nodes per cap of the shard's region

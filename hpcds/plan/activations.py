@@ -35,7 +35,8 @@ from torch import nn
 from hpcds.config.schema import Backend, ModelConfig
 from hpcds.models import DownscalerNet
 from hpcds.models.downscaler import InputEmbedding, OutputHead
-from hpcds.models.graphs import INDEX_DTYPE, ModelGraphs
+from hpcds.indices import INDEX_DTYPE
+from hpcds.models.graphs import ModelGraphs
 from hpcds.nn import GraphAttentionBlock, WindowAttentionBlock
 
 META = torch.device("meta")

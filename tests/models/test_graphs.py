@@ -49,7 +49,7 @@ def test_build_model_graphs_tiny(tmp_path):
     assert g.hidden_features.shape == (hidden.size, 3)
     torch.testing.assert_close(g.hidden_features.mean(0), torch.zeros(3), atol=1e-5, rtol=0)
     for t in (g.encoder_senders, g.encoder_receivers, g.decoder_senders, g.decoder_receivers):
-        assert t.dtype == torch.int32  # hpcds.models.graphs.INDEX_DTYPE
+        assert t.dtype == torch.int32  # hpcds.indices.INDEX_DTYPE
 
     # the second build is served from the cache and is identical
     assert len(list(tmp_path.rglob("*.npz"))) == 3

@@ -1,4 +1,4 @@
-"""Graph index tensors in int32 (the model's dtype, hpcds.models.graphs.INDEX_DTYPE) and int64:
+"""Graph index tensors in int32 (the model's dtype, hpcds.indices.INDEX_DTYPE) and int64:
 every graph-attention backend (reference, triton through its interpreter, native CPU) gives
 bit-identical outputs and gradients for both (the same kernel, only the index loads differ),
 matching a float64 reference; the model's graphs, shards and the planner's meta graphs are
@@ -15,7 +15,7 @@ from hpcds.config.load import load_config
 from hpcds.distributed.halo import graph_shard, halo_needs, local_graph_shard
 from hpcds.grids import make_grid, shard_ranges
 from hpcds.models import DownscalerNet, build_model_graphs
-from hpcds.models.graphs import INDEX_DTYPE, index_tensor
+from hpcds.indices import INDEX_DTYPE, index_tensor
 from hpcds.nn import graph_attention_reference, kernels
 from hpcds.nn.fused_ops import csr_rowptr
 from hpcds.plan.activations import GRAPHS, ShardShape, meta_graphs
