@@ -10,7 +10,9 @@ leaving out parameters and buffers (counted as weights and graph memory elsewher
 
 Fused kernels: the reference ops materialise per-edge / per-window tensors (graph attention
 O(B·E·H·d), window attention logits O(B·N·W·H)) that a fused kernel never stores. With
-`fused=True` every op call's internally saved tensors are replaced by what a fused kernel
+`fused=True` (or the set of op names that have a fused kernel, e.g. {"graph_attention",
+"modulated_layer_norm"}: `fused_ops(backend)`) every such op call's internally saved tensors
+are replaced by what a fused kernel
 saves: its inputs, its output and float32 per-row statistics (log-sum-exp (B, N, H) for
 attention, mean and 1/std (B, N) for the modulated LayerNorm).
 
@@ -37,7 +39,8 @@ from hpcds.models import DownscalerNet
 from hpcds.models.downscaler import InputEmbedding, OutputHead
 from hpcds.indices import INDEX_DTYPE
 from hpcds.models.graphs import ModelGraphs
-from hpcds.nn import GraphAttentionBlock, WindowAttentionBlock
+from hpcds.nn import GraphAttentionBlock, WindowAttentionBlock, registered
+from hpcds.nn.dispatch import OPS
 
 META = torch.device("meta")
 # graph name → (source node set, destination node set, ModelConfig field with k, the node
@@ -94,6 +97,21 @@ class _MetaHalo(nn.Module):
                          dim=1), self.left
 
 
+def fused_ops(backend: Backend | str) -> frozenset[str]:
+    """The ops that `backend` has a fused kernel for (registered with the dispatch): a block
+    whose op falls back to the reference keeps the reference's saved tensors in the count."""
+    name = backend.value if isinstance(backend, Backend) else str(backend)
+    return frozenset(op for op in OPS if name != Backend.reference.value
+                     and name in registered(op))
+
+
+def _op_name(module: nn.Module, attr: str) -> str:
+    """The dispatch op behind a block's `attention_op` / `norm_op`."""
+    if attr == "norm_op":
+        return "modulated_layer_norm"
+    return "window_attention" if isinstance(module, WindowAttentionBlock) else "graph_attention"
+
+
 def _storage_key(t: torch.Tensor) -> int:
     return t.untyped_storage()._cdata
 
@@ -105,11 +123,13 @@ def _nbytes(t: torch.Tensor) -> int:
 class SavedTensorCounter:
     """Context manager: counts the bytes autograd saves during `net`'s forward passes.
 
-    fused: model fused kernels (see module docstring) by wrapping each block's op callables.
+    fused: model fused kernels (see module docstring) by wrapping each block's op callables:
+    True for every op, or the names of the ops that have one (others count as the reference).
     """
 
-    def __init__(self, net: nn.Module, fused: bool = False):
-        self.net, self.fused = net, fused
+    def __init__(self, net: nn.Module, fused: bool | frozenset[str] = False):
+        self.net = net
+        self.fused = frozenset(OPS) if fused is True else frozenset(fused or ())
         self.count = ActivationCount()
         self._seen: dict[int, int] = {}
         # graph blocks run in pieces of destination rows (`rows` > 0): None counts as usual,
@@ -243,7 +263,7 @@ class SavedTensorCounter:
         if self.fused:
             for module in self.net.modules():
                 for attr, kind in (("attention_op", "attention"), ("norm_op", "norm")):
-                    if hasattr(module, attr):
+                    if hasattr(module, attr) and _op_name(module, attr) in self.fused:
                         fn = getattr(module, attr)
                         self._patched.append((module, attr, fn))
                         setattr(module, attr, self._wrap_op(fn, kind))
@@ -321,7 +341,8 @@ def build_meta_model(cfg: ModelConfig, n_vars: int, n_forcings: int, shape: Shar
     return net
 
 
-def run_counted(net: nn.Module, n_hr: int, batch: int, fused: bool, dtype: torch.dtype,
+def run_counted(net: nn.Module, n_hr: int, batch: int, fused: bool | frozenset[str],
+                dtype: torch.dtype,
                 device: torch.device = META) -> ActivationCount:
     """One forward pass with grad of `net` on (batch, n_hr) inputs, counting saved tensors."""
     V, F = net.n_vars, net.n_forcings
@@ -334,7 +355,8 @@ def run_counted(net: nn.Module, n_hr: int, batch: int, fused: bool, dtype: torch
 
 
 def count_activations(cfg: ModelConfig, n_vars: int, n_forcings: int, shape: ShardShape,
-                      dtype: torch.dtype = torch.bfloat16, fused: bool = False
+                      dtype: torch.dtype = torch.bfloat16,
+                      fused: bool | frozenset[str] = False
                       ) -> tuple[ActivationCount, ActivationCount]:
     """Saved-for-backward bytes of one rank's forward pass (meta device, nothing allocated):
     (without checkpointing, with checkpointing of every block; its `recompute_bytes` = the

@@ -34,13 +34,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from hpcds.config.schema import Backend, HpcdsConfig
+from hpcds.config.schema import HpcdsConfig
 from hpcds.data.forcings import FORCING_NAMES
 from hpcds.errors import ConfigError
 from hpcds.grids import grid_point_count
 from hpcds.nn import GraphAttentionBlock, WindowAttentionBlock
 from hpcds.plan.activations import (GRAPHS, ShardShape, build_meta_model, count_activations,
-                                    graph_edge_counts, param_count)
+                                    fused_ops, graph_edge_counts, param_count)
 
 GIB = 2**30
 # κ: boundary length of an SFC shard / that of a square of equal area. Measured on the O2560
@@ -124,8 +124,9 @@ def shard_shape(cfg: HpcdsConfig, P: int, batch: int | None = None) -> ShardShap
 
 
 def plan_layout(cfg: HpcdsConfig, gpus: int, gpu_memory: int, data_parallel: int | None = None,
-                n_params: int | None = None) -> Plan:
-    """The memory terms and communication of `cfg` on `gpus` ranks."""
+                n_params: int | None = None, shape: ShardShape | None = None) -> Plan:
+    """The memory terms and communication of `cfg` on `gpus` ranks (`shape`: one shard's rows,
+    edges and halos if not the largest of the config's own P shards, e.g. a scaled-down one)."""
     D = int(data_parallel or cfg.parallel.ensemble_groups or 1)
     if gpus < 1 or D < 1 or gpus % D:
         raise ConfigError(f"--gpus {gpus} is not a multiple of the data-parallel degree {D} "
@@ -136,8 +137,8 @@ def plan_layout(cfg: HpcdsConfig, gpus: int, gpu_memory: int, data_parallel: int
     bf16 = bool(par.use_deepspeed)
     dtype = torch.bfloat16 if bf16 else torch.float32
     w_bytes = 2 if bf16 else 4
-    fused = m.backend != Backend.reference
-    shape = shard_shape(cfg, P)
+    fused = fused_ops(m.backend)  # window attention has no fused kernel yet: its logits count
+    shape = shape or shard_shape(cfg, P)
     n_params = n_params or param_count(m, V, F)
     zero = par.zero_stage if par.use_deepspeed else 0
 
