@@ -1,7 +1,7 @@
 """Parallel training == one process: the weights after 3 optimizer steps of a run on P
 model-parallel × D data-parallel ranks (torchrun, gloo) equal those of one process training
-with batch_size × D — plain torch and DeepSpeed ZeRO-2; the tiny grid's 5,145 HR cells and
-351 hidden nodes split unevenly over 2 shards.
+with batch_size × D — plain torch, DeepSpeed ZeRO-1 (what configs/4km.yaml uses) and ZeRO-2;
+the tiny grid's 5,145 HR cells and 351 hidden nodes split unevenly over 2 shards.
 
 Each launch is the real CLI (`python -m torch.distributed.run ... -m hpcds.cli.main train`),
 so rank discovery, process groups, sharded data reads, merged statistics, counter-based
@@ -61,11 +61,15 @@ def _assert_same(got: dict, want: dict) -> None:
     print(f"worst relative weight difference {worst:.3g}")
 
 
-@pytest.mark.parametrize("engine", ["plain", "deepspeed"])
+ENGINES = {"plain": [],
+           "zero1": ["parallel.use_deepspeed=true", "parallel.zero_stage=1"],
+           "zero2": ["parallel.use_deepspeed=true", "parallel.zero_stage=2"]}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 def test_two_shards_times_two_replicas_equal_one_process(reference, tmp_path, engine):
     base, want = reference
-    extra = ["parallel.use_deepspeed=true", "parallel.zero_stage=2"] if engine == "deepspeed" \
-        else []
+    extra = ENGINES[engine]
     run = tmp_path / "run"
     out = _torchrun(4, [*base, "training.batch_size=1", "parallel.model_parallel=2",
                         f"training.run_dir={run}", *extra])
@@ -88,15 +92,16 @@ def test_three_shards_equal_one_process(bench_dir, tmp_path):
                                    atol=0)
 
 
-def test_deepspeed_run_stopped_and_resumed_equals_one_process(reference, tmp_path):
-    """ZeRO-2 over 2 replicas, stopped after step 2 (`--stop-at`) and resumed to step 3:
+@pytest.mark.parametrize("engine", ["zero1", "zero2"])
+def test_deepspeed_run_stopped_and_resumed_equals_one_process(reference, tmp_path, engine):
+    """ZeRO over 2 replicas, stopped after step 2 (`--stop-at`) and resumed to step 3:
     the optimizer partitions saved under step 2's tag come back, so the weights equal the
     uninterrupted one-process run's (a lost Adam state would move step 3 by ~lr)."""
     base, want = reference
     run = tmp_path / "run"
-    args = [*base, "training.batch_size=1", "parallel.use_deepspeed=true",
-            "parallel.zero_stage=2", f"training.run_dir={run}"]
+    args = [*base, "training.batch_size=1", *ENGINES[engine], f"training.run_dir={run}"]
     assert "steps: 2" in _torchrun(2, [*args, "--stop-at", "2"])
     out = _torchrun(2, args)
     assert "resumed from step 2" in out and "steps: 3" in out
     _assert_same(_weights(run), want)
+
