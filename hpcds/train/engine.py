@@ -14,7 +14,10 @@ stage 2 — over the data-parallel ranks), `gradient_accumulation_steps` = n_mic
 divides the loss itself), `gradient_clipping` = grad_clip, bf16 on CUDA. Its data-parallel
 group is the whole world, so the loss is multiplied by P (see hpcds/train/parallel.py for
 why that gives exactly the single-process gradient). The learning-rate schedule keeps
-writing the base optimizer's param_groups, which DeepSpeed's optimizer shares. On CPU,
+writing the base optimizer's param_groups, which DeepSpeed's optimizer shares. With bf16 the
+module's parameters become bf16 compute copies and the float32 master weights live in
+DeepSpeed's optimizer, partitioned over the ranks: the EMA and the checkpoint's `model` are
+taken from those masters (hpcds/train/master.py), never from the bf16 copies. On CPU,
 DeepSpeed runs with gloo (its first initialisation JIT-builds a small extension, ~45 s,
 cached in ~/.cache/torch_extensions).
 """

@@ -50,7 +50,7 @@ def reference(bench_dir, tmp_path_factory):
     base = [f"run.out_dir={bench_dir}", *DATA, *TINY_MODEL, *STEPS]
     assert main(["train", "tiny", *base, "training.batch_size=2", f"training.run_dir={run}",
                  "--quiet"]) == 0
-    return base, _weights(run)
+    return base, _weights(run), run
 
 
 def _assert_same(got: dict, want: dict) -> None:
@@ -68,7 +68,7 @@ ENGINES = {"plain": [],
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_two_shards_times_two_replicas_equal_one_process(reference, tmp_path, engine):
-    base, want = reference
+    base, want, _ = reference
     extra = ENGINES[engine]
     run = tmp_path / "run"
     out = _torchrun(4, [*base, "training.batch_size=1", "parallel.model_parallel=2",
@@ -97,7 +97,7 @@ def test_deepspeed_run_stopped_and_resumed_equals_one_process(reference, tmp_pat
     """ZeRO over 2 replicas, stopped after step 2 (`--stop-at`) and resumed to step 3:
     the optimizer partitions saved under step 2's tag come back, so the weights equal the
     uninterrupted one-process run's (a lost Adam state would move step 3 by ~lr)."""
-    base, want = reference
+    base, want, _ = reference
     run = tmp_path / "run"
     args = [*base, "training.batch_size=1", *ENGINES[engine], f"training.run_dir={run}"]
     assert "steps: 2" in _torchrun(2, [*args, "--stop-at", "2"])
@@ -105,3 +105,17 @@ def test_deepspeed_run_stopped_and_resumed_equals_one_process(reference, tmp_pat
     assert "resumed from step 2" in out and "steps: 3" in out
     _assert_same(_weights(run), want)
 
+
+def test_deepspeed_fine_tune_starts_from_the_loaded_weights(reference, tmp_path):
+    """`training.init_from` under ZeRO-1 over 2 replicas, one step == one process: the loaded
+    weights must reach DeepSpeed's float32 masters, not only the module (whose copies the
+    optimizer overwrites from its masters — here another seed's initialisation — at the
+    first step)."""
+    base, _, ref_run = reference
+    tune = [*base, "run.seed=5", "training.steps=1",
+            f"training.init_from={ref_run / 'latest.pt'}"]
+    one, run = tmp_path / "one", tmp_path / "run"
+    assert main(["train", "tiny", *tune, "training.batch_size=2", f"training.run_dir={one}",
+                 "--quiet"]) == 0
+    _torchrun(2, [*tune, "training.batch_size=1", *ENGINES["zero1"], f"training.run_dir={run}"])
+    _assert_same(_weights(run), _weights(one))
