@@ -7,6 +7,8 @@ steps, a checkpoint after each.
     optimizer, not the module's bf16 copies, and the EMA follows e ← e + (1 − d)(m − e) from
     those masters (a bf16 average loses any update below bf16's resolution: at d = 0.999
     nearly all of them).
+  * DeepSpeedStepper.step() hands the gradient norm back as a tensor without reading it on
+    the host: the trainer reads it only on log steps.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch
 
 from hpcds.train.checkpoint import load_checkpoint, step_name
 from hpcds.train.ema import ema_decay_at
+from hpcds.train.metrics import read_metrics
 
 ROOT = Path(__file__).parents[2]
 DECAY = 0.5
@@ -66,3 +69,12 @@ def test_bf16_checkpoints_hold_float32_masters_and_their_ema(probe):
                 if e.is_floating_point() else after["model"][name]
             torch.testing.assert_close(e, want, rtol=1e-6, atol=1e-7, msg=name)
 
+
+def test_deepspeed_step_returns_the_grad_norm_without_a_host_read(probe):
+    run, records = probe
+    for rank in records:
+        assert len(rank) == 3
+        assert all(r["type"] == "Tensor" and r["host_reads"] == [] for r in rank), rank
+    assert records[0] == records[1]  # one global norm
+    logged = [r["grad_norm"] for r in read_metrics(run / "metrics.jsonl", "train")]
+    assert logged == pytest.approx([r["norm"] for r in records[0]], rel=1e-6)
