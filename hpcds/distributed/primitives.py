@@ -124,14 +124,6 @@ def mpi_exchange(comm, sends: Sequence[tuple[int, torch.Tensor]],
     MPI.Request.Waitall(reqs)
 
 
-def mpi_all_reduce_sum_(comm, x: torch.Tensor) -> torch.Tensor:
-    """In-place sum over `comm` of a host tensor (float32/float64/int64)."""
-    if comm.Get_size() > 1:
-        from mpi4py import MPI
-        comm.Allreduce(MPI.IN_PLACE, x.numpy() if x.device.type == "cpu" else x, op=MPI.SUM)
-    return x
-
-
 def mpi_all_gather_object(comm, obj) -> list:
     return [obj] if comm.Get_size() == 1 else comm.allgather(obj)
 

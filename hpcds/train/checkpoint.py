@@ -4,7 +4,8 @@
     run_dir/latest.pt         the newest one (a hard link to it, or a copy)
 
 Contents (FORMAT_VERSION 1): `model` (the network's state_dict — the `DownscalerNet`, not the
-stateless preconditioning around it), `ema` (EMA state: `module` is a network state_dict),
+stateless preconditioning around it — with its float32 master weights, also when DeepSpeed
+computes in bf16), `ema` (EMA state: `module` is a float32 network state_dict),
 `optimizer`, `scheduler`, `step`, `data` (the sample order), `rng` (see `rng.py`), `config`
 (the resolved YAML), `normalisation` (what the targets were scaled with) and `metrics`.
 

@@ -4,6 +4,7 @@
     for micro in micro_batches:
         stepper.backward(loss, n_micro)                   # loss of one micro-batch
     grad_norm = stepper.step()                            # reduce, clip, update → norm tensor
+                                                          # (on the device: no host sync)
 
 Plain: backward of loss / n_micro; then `TrainParallel.reduce_grads` (Σ_world / D), clipping
 (`training.grad_clip`; 0 = measure only) and `optimizer.step()`.
@@ -14,7 +15,10 @@ stage 2 — over the data-parallel ranks), `gradient_accumulation_steps` = n_mic
 divides the loss itself), `gradient_clipping` = grad_clip, bf16 on CUDA. Its data-parallel
 group is the whole world, so the loss is multiplied by P (see hpcds/train/parallel.py for
 why that gives exactly the single-process gradient). The learning-rate schedule keeps
-writing the base optimizer's param_groups, which DeepSpeed's optimizer shares. On CPU,
+writing the base optimizer's param_groups, which DeepSpeed's optimizer shares. With bf16 the
+module's parameters become bf16 compute copies and the float32 master weights live in
+DeepSpeed's optimizer, partitioned over the ranks: the EMA and the checkpoint's `model` are
+taken from those masters (hpcds/train/master.py), never from the bf16 copies. On CPU,
 DeepSpeed runs with gloo (its first initialisation JIT-builds a small extension, ~45 s,
 cached in ~/.cache/torch_extensions).
 """
@@ -81,7 +85,7 @@ class DeepSpeedStepper:
         }
         self.engine, self.optimizer, _, _ = deepspeed.initialize(
             model=net, optimizer=optimizer, config=ds_config, dist_init_required=False)
-        self.net, self.tp = net, tp
+        self.net, self.tp, self.device = net, tp, device
         self.P = tp.model_parallel
 
     def zero_grad(self) -> None:
@@ -92,8 +96,15 @@ class DeepSpeedStepper:
         self.engine.step()  # applies the update only at the accumulation boundary
 
     def step(self) -> torch.Tensor:
+        """The gradient norm DeepSpeed measured at this step's boundary, as a tensor on the
+        device: no host sync here (the trainer reads it only on log steps)."""
         norm = self.engine.get_global_grad_norm()
-        return torch.as_tensor(math.nan if norm is None else float(norm))
+        if torch.is_tensor(norm):  # ZeRO 1/2 and the bf16 optimizer: a 0-d device tensor
+            return norm.detach()
+        # None (not measured: stage 0 in float32) or a Python float DeepSpeed already holds
+        # (inf after an overflow): a fill on the device, no host↔device copy
+        return torch.full((), math.nan if norm is None else norm, dtype=torch.float32,
+                          device=self.device)
 
     def optimizer_state(self) -> dict:
         return {}  # partitioned: saved with DeepSpeed's own checkpoint (save_deepspeed)

@@ -4,7 +4,8 @@ One optimizer step = `grad_accumulation` micro-batches of `batch_size` dates, ea
     σ ~ p_train(σ), n ~ N(0, σ²):  loss = λ(σ)·‖D(y + n; σ, cond) − y‖²_w   (EDMLoss)
 (or the regression MSE when diffusion.deterministic), backward of loss / grad_accumulation,
 then gradient clipping (grad_clip; 0 = measure the norm only), AdamW, the warm-up + cosine
-rate, and the EMA update. bf16 autocast on CUDA, float32 on CPU.
+rate, and the EMA update. bf16 autocast on CUDA, float32 on CPU. The EMA and the checkpoint's
+`model` are float32 master weights whatever the compute dtype (DeepSpeed bf16 included).
 
 Randomness, all from run.seed: model init (torch's global generator), σ and noise (a
 generator on the device, seed+1), the sample order (seed+2), validation draws (seed+7919,
@@ -57,6 +58,7 @@ from hpcds.train.data import (SampleOrder, TrainSamples, collate, prepare_normal
 from hpcds.observe import CaptureWindow, trace_range
 from hpcds.train.ema import EMA
 from hpcds.train.engine import make_stepper
+from hpcds.train.master import load_master_state, master_state_dict
 from hpcds.train.metrics import MetricsLog
 from hpcds.train.parallel import TrainDraws, TrainParallel
 from hpcds.train.schedule import WarmupCosine
@@ -161,7 +163,7 @@ def train(cfg: HpcdsConfig, progress: bool = True, stop_at: int | None = None) -
         state = load_checkpoint(latest)  # on the CPU: RNG states must stay there
         for weights in (state["model"], state["ema"]["module"]):
             check_compatible(net, weights, state["config"], config_yaml, latest)
-        net.load_state_dict(state["model"])
+        load_master_state(net, state["model"])
         ema.load_state_dict(state["ema"])
         stepper.load_optimizer_state(state["optimizer"], run_dir, int(state["step"]))
         scheduler.load_state_dict(state["scheduler"])
@@ -172,7 +174,7 @@ def train(cfg: HpcdsConfig, progress: bool = True, stop_at: int | None = None) -
     elif t.init_from:
         state = load_checkpoint(t.init_from, resume=False)
         check_compatible(net, state["model"], state["config"], config_yaml, t.init_from)
-        net.load_state_dict(state["model"])
+        load_master_state(net, state["model"])  # DeepSpeed's masters too, not just the module
         if "ema" in state:
             check_compatible(net, state["ema"]["module"], state["config"], config_yaml,
                              t.init_from)
@@ -189,6 +191,7 @@ def train(cfg: HpcdsConfig, progress: bool = True, stop_at: int | None = None) -
         common = dict(seed=seed + VAL_SEED_OFFSET, batch_size=t.batch_size, device=device,
                       noise=val_draws, **sharded)
         raw = fixed_draw_loss(denoiser, loss_fn, val_samples, **common)
+        ema.sync()  # collective under ZeRO: each rank updated its slice of the average
         smooth = raw  # before the first update the EMA is the model
         if ema.updates:
             ema_denoiser = EDMPrecond(ema.module, denoiser.sigma_data, denoiser.deterministic)
@@ -201,10 +204,14 @@ def train(cfg: HpcdsConfig, progress: bool = True, stop_at: int | None = None) -
     def checkpoint(at: int, train_loss: float | None) -> Path:
         if hasattr(stepper, "save_deepspeed"):  # collective: every rank's partition
             stepper.save_deepspeed(run_dir, at)
+        # collective under ZeRO (float32 masters and EMA partitioned over the ranks): every
+        # rank assembles, rank 0 writes. float32 also when the module computes in bf16
+        model_state = master_state_dict(net)
+        ema.sync()
         path = run_dir / step_name(at)
         if tp.is_main:
             path = save_checkpoint(run_dir, {
-                "step": at, "model": net.state_dict(), "ema": ema.state_dict(),
+                "step": at, "model": model_state, "ema": ema.state_dict(),
                 "optimizer": stepper.optimizer_state(), "scheduler": scheduler.state_dict(),
                 "data": order.state_dict(), "rng": rng.capture(generators),
                 "config": config_yaml, "normalisation": norm.to_dict(),

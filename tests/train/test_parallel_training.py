@@ -1,7 +1,7 @@
 """Parallel training == one process: the weights after 3 optimizer steps of a run on P
 model-parallel × D data-parallel ranks (torchrun, gloo) equal those of one process training
-with batch_size × D — plain torch and DeepSpeed ZeRO-2; the tiny grid's 5,145 HR cells and
-351 hidden nodes split unevenly over 2 shards.
+with batch_size × D — plain torch, DeepSpeed ZeRO-1 (what configs/4km.yaml uses) and ZeRO-2;
+the tiny grid's 5,145 HR cells and 351 hidden nodes split unevenly over 2 shards.
 
 Each launch is the real CLI (`python -m torch.distributed.run ... -m hpcds.cli.main train`),
 so rank discovery, process groups, sharded data reads, merged statistics, counter-based
@@ -50,7 +50,7 @@ def reference(bench_dir, tmp_path_factory):
     base = [f"run.out_dir={bench_dir}", *DATA, *TINY_MODEL, *STEPS]
     assert main(["train", "tiny", *base, "training.batch_size=2", f"training.run_dir={run}",
                  "--quiet"]) == 0
-    return base, _weights(run)
+    return base, _weights(run), run
 
 
 def _assert_same(got: dict, want: dict) -> None:
@@ -61,11 +61,15 @@ def _assert_same(got: dict, want: dict) -> None:
     print(f"worst relative weight difference {worst:.3g}")
 
 
-@pytest.mark.parametrize("engine", ["plain", "deepspeed"])
+ENGINES = {"plain": [],
+           "zero1": ["parallel.use_deepspeed=true", "parallel.zero_stage=1"],
+           "zero2": ["parallel.use_deepspeed=true", "parallel.zero_stage=2"]}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 def test_two_shards_times_two_replicas_equal_one_process(reference, tmp_path, engine):
-    base, want = reference
-    extra = ["parallel.use_deepspeed=true", "parallel.zero_stage=2"] if engine == "deepspeed" \
-        else []
+    base, want, _ = reference
+    extra = ENGINES[engine]
     run = tmp_path / "run"
     out = _torchrun(4, [*base, "training.batch_size=1", "parallel.model_parallel=2",
                         f"training.run_dir={run}", *extra])
@@ -88,15 +92,30 @@ def test_three_shards_equal_one_process(bench_dir, tmp_path):
                                    atol=0)
 
 
-def test_deepspeed_run_stopped_and_resumed_equals_one_process(reference, tmp_path):
-    """ZeRO-2 over 2 replicas, stopped after step 2 (`--stop-at`) and resumed to step 3:
+@pytest.mark.parametrize("engine", ["zero1", "zero2"])
+def test_deepspeed_run_stopped_and_resumed_equals_one_process(reference, tmp_path, engine):
+    """ZeRO over 2 replicas, stopped after step 2 (`--stop-at`) and resumed to step 3:
     the optimizer partitions saved under step 2's tag come back, so the weights equal the
     uninterrupted one-process run's (a lost Adam state would move step 3 by ~lr)."""
-    base, want = reference
+    base, want, _ = reference
     run = tmp_path / "run"
-    args = [*base, "training.batch_size=1", "parallel.use_deepspeed=true",
-            "parallel.zero_stage=2", f"training.run_dir={run}"]
+    args = [*base, "training.batch_size=1", *ENGINES[engine], f"training.run_dir={run}"]
     assert "steps: 2" in _torchrun(2, [*args, "--stop-at", "2"])
     out = _torchrun(2, args)
     assert "resumed from step 2" in out and "steps: 3" in out
     _assert_same(_weights(run), want)
+
+
+def test_deepspeed_fine_tune_starts_from_the_loaded_weights(reference, tmp_path):
+    """`training.init_from` under ZeRO-1 over 2 replicas, one step == one process: the loaded
+    weights must reach DeepSpeed's float32 masters, not only the module (whose copies the
+    optimizer overwrites from its masters — here another seed's initialisation — at the
+    first step)."""
+    base, _, ref_run = reference
+    tune = [*base, "run.seed=5", "training.steps=1",
+            f"training.init_from={ref_run / 'latest.pt'}"]
+    one, run = tmp_path / "one", tmp_path / "run"
+    assert main(["train", "tiny", *tune, "training.batch_size=2", f"training.run_dir={one}",
+                 "--quiet"]) == 0
+    _torchrun(2, [*tune, "training.batch_size=1", *ENGINES["zero1"], f"training.run_dir={run}"])
+    _assert_same(_weights(run), _weights(one))

@@ -88,6 +88,28 @@ def test_ema_shares_non_persistent_buffers():
     assert torch.equal(ema.module.stat, model.stat) and ema.module.stat is not model.stat
 
 
+def test_ema_of_a_bf16_model_is_float32_and_moves():
+    """deepspeed.initialize casts the module to bf16 before the trainer makes the EMA: the
+    average must still be float32, or at d = 0.999 the update (1 − d)·(p − e) — here 6e-5,
+    below half a bf16 step (2⁻⁹ relative) of every weight — would be rounded away."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(32, 32).to(torch.bfloat16)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.rand_like(p) + 1.0)  # [1, 2): bf16 step 2⁻⁷
+    ema = EMA(model, decay=0.999, warmup=False)
+    before = {k: v.clone() for k, v in ema.module.named_parameters()}
+    assert {v.dtype for v in before.values()} == {torch.float32}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.0625)  # exact in bf16 at this range
+    ema.update(model)
+    for name, p in model.named_parameters():
+        e, e0 = ema.module.get_parameter(name), before[name]
+        torch.testing.assert_close(e, e0 + (1 - 0.999) * (p.float() - e0), rtol=1e-6, atol=0)
+        assert bool((e > e0).all())  # every weight moved
+
+
 def test_sample_order_is_seeded_and_resumes_mid_epoch():
     a = SampleOrder(7, seed=3)
     stream = a.take(5) + a.take(6) + a.take(4)  # crosses two epoch boundaries
