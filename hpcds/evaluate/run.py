@@ -1,11 +1,15 @@
-"""The evaluation driver: an ensemble store against truth and the baselines, streamed by date.
+"""The evaluation driver: labelled ensemble stores against truth and the baselines, by date.
 
     result = evaluate(cfg, "runs/tiny/ensemble.zarr", out_dir="runs/tiny/eval")
+    result = evaluate(cfg, {"before": "runs/demo/ensemble.zarr",
+                            "after": "runs/demo-ft/ensemble.zarr"}, out_dir="runs/ft-eval")
 
-For each date (those the forecast store and the truth / LR stores share) it reads the forecast
-ensemble (M, V, N) of that date only, the truth (V, N) (default `cfg.data.hr_store`), and builds
-the baselines (`hpcds.evaluate.baselines`: interpolation, deterministic when a regression
-checkpoint is given, the oracle on the benchmark), then updates per source:
+A bare store is the source "forecast"; several are labelled (`hpcds.evaluate.sources`) and must
+cover the same dates, variables, grid and member count. For each date (those the forecast
+stores and the truth / LR stores share) it reads the truth (V, N) (default `cfg.data.hr_store`)
+and then, one source at a time (one (M, V, N) ensemble in memory), every forecast and the
+baselines (`hpcds.evaluate.baselines`: interpolation, deterministic when a regression
+checkpoint is given, the oracle on the benchmark), and updates per source:
 
     scores    `ScoreAccumulator` (area-weighted CRPS fair / standard / almost-fair, RMSE of the
               ensemble mean, spread, spread/skill, rank histogram) per variable and region
@@ -13,8 +17,10 @@ checkpoint is given, the oracle on the benchmark), then updates per source:
               with the truth's
     extremes  a capped, seeded subsample of values per variable, pooled over dates
 
-and writes `scores.json` (atomically) to `out_dir`; the figures are drawn by
-`hpcds.evaluate.report`. Returns the scores dict with a `summary` of five lines.
+Every source is scored alone: its numbers do not depend on which other sources are evaluated
+with it. Writes `scores.json` (atomically) to `out_dir`, every result keyed by source label;
+the figures are drawn by `hpcds.evaluate.report`. Returns the scores dict with a `summary` of
+five lines.
 """
 
 from __future__ import annotations
@@ -29,20 +35,23 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from hpcds.atomic import atomic_write_text
-from hpcds.data.cells import store_cells_for_grid
 from hpcds.data.dates import iso
 from hpcds.data.paired import PairedDataset
-from hpcds.ensemble.output import EnsembleStore
-from hpcds.errors import StoreError
 from hpcds.evaluate import baselines
 from hpcds.evaluate.accumulate import ScoreAccumulator
 from hpcds.evaluate.extremes import qq_data, quantiles_with_bootstrap
 from hpcds.evaluate.regions import regions_for_grid
+from hpcds.evaluate.sources import (
+    StoreSource,
+    ensemble_sources,
+    forecast_paths,
+    open_forecasts,
+    ordered_sources,
+)
 from hpcds.evaluate.spectra import high_wavenumber_ratio, spectral_ratio, spectrum_for_grid
 
-SOURCES = ("forecast", "oracle", "deterministic", "interpolation")
 EXTREME_CAP = 200_000  # values kept per (source, variable) for quantiles and q-q
-MAP_SOURCES = ("lr_interp", "truth", "member_0", "member_1", "deterministic")
+MAP_MEMBERS = 2  # members of each forecast on the maps
 
 
 # --- spectra and extremes ---
@@ -80,17 +89,19 @@ class _Spectra:
 
 
 class _Extremes:
-    def __init__(self, variables, n_dates, rng):
-        self.variables, self.rng = variables, rng
-        self.per_date = max(1, EXTREME_CAP // max(n_dates, 1))
+    def __init__(self, variables, n_dates, seed, cap=EXTREME_CAP):
+        self.variables, self.seed = variables, int(seed)
+        self.per_date = max(1, cap // max(n_dates, 1))
         self.values = {}
 
-    def update(self, source, values):
-        """values (M, V, N): a random subsample of ≤ per_date values per variable."""
+    def update(self, source, values, n):
+        """values (M, V, N) of the n-th date: a random subsample of ≤ per_date values per
+        variable, drawn from (seed, n) alone so that a source's pick does not depend on the
+        other sources (the same store under two labels gets the same values)."""
         flat = np.moveaxis(values, 1, 0).reshape(values.shape[1], -1)
-        n = flat.shape[1]
-        take = (self.rng.choice(n, self.per_date, replace=False) if n > self.per_date
-                else slice(None))
+        size = flat.shape[1]
+        take = (np.random.default_rng([self.seed, n]).choice(size, self.per_date, replace=False)
+                if size > self.per_date else slice(None))
         for i, v in enumerate(self.variables):
             self.values.setdefault(source, {}).setdefault(v, []).append(flat[i, take])
 
@@ -126,97 +137,92 @@ def _jsonable(x):
     return x
 
 
-def _members(store: EnsembleStore, t: int, var_index: list[int], cells: np.ndarray
-             ) -> np.ndarray:
-    """(M, V, N) float64: every member of time index t, variables `var_index`, the grid's
-    cells in SFC order (`cells` indexes the store)."""
-    return np.moveaxis(store.read(t)[0][var_index][..., cells], 1, 0).astype(np.float64)
+def member_map_key(label: str, k: int) -> str:
+    """The key of member k of forecast `label` in the maps (`maps.npz`)."""
+    return f"{label}_member_{k}"
 
 
-def evaluate(cfg, forecast_path, truth_path=None, out_dir="eval",
+def _map_fields(source: str, x: np.ndarray, forecast_labels) -> dict:
+    """{map key: (V, N)} of one source's (M, V, N) fields on the first date: MAP_MEMBERS
+    members of a forecast, the first of a baseline. Copies, so that the maps do not keep
+    every source's whole ensemble alive."""
+    if source in forecast_labels:
+        return {member_map_key(source, k): x[k].copy() for k in range(min(MAP_MEMBERS, len(x)))}
+    return {{"interpolation": "lr_interp", "oracle": "oracle_0"}.get(source, source): x[0].copy()}
+
+
+def _fields(forecasts, oracle, det, ds, i):
+    """(source, (M_s, V, N) float64) for date i of `ds`, one source at a time (only one
+    ensemble in memory): every forecast, then the baselines that have this date."""
+    date = ds.dates[i]
+    for f in forecasts:
+        yield f.label, f.members(date)
+    yield "interpolation", baselines.interpolation(ds, i)
+    if oracle is not None:
+        o = oracle(i)
+        if o is not None:
+            yield "oracle", o
+    if det is not None and date in det.dates:
+        yield "deterministic", det.members(date)[:1]
+
+
+def evaluate(cfg, forecasts, truth_path=None, out_dir="eval",
              deterministic_checkpoint=None, progress: bool = True) -> dict:
-    """Score the ensemble store `forecast_path` against the truth HR store (default
-    cfg.data.hr_store) and the baselines; write `out_dir/scores.json`; return the scores
-    with `summary` (five lines)."""
+    """Score `forecasts` — one ensemble store path (the source "forecast") or a mapping
+    label → store path — against the truth HR store (default cfg.data.hr_store) and the
+    baselines; write `out_dir/scores.json`; return the scores with `summary` (five lines)."""
     started = time.perf_counter()
+    paths = forecast_paths(forecasts)  # bad labels and missing stores fail before any work
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if not Path(forecast_path).exists():
-        raise StoreError(f"no forecast store at {forecast_path}: sample one with `hpcds sample`")
     c = copy.deepcopy(cfg)
     if truth_path is not None:
         c.data.hr_store = str(truth_path)
     ds = PairedDataset.from_config(c, require_complete=False)
-    forecast = EnsembleStore.open(forecast_path)
-    missing = [v for v in ds.variables if v not in forecast.variables]
-    if missing:
-        raise StoreError(f"{forecast_path} lacks variables {missing}: set data.variables to "
-                         f"some of {forecast.variables}")
-    f_var = [forecast.variables.index(v) for v in ds.variables]
-    cells = store_cells_for_grid(forecast, ds.hr_grid, "the forecast store",
-                                 "evaluate with the config it was sampled with")
-    f_dates = {d: t for t, d in enumerate(forecast.dates)}
-    done = forecast.done()
-    dates = [i for i, d in enumerate(ds.dates) if d in f_dates and done[f_dates[d]].all()]
-    if not dates:
-        raise StoreError(f"{forecast_path} has no complete date in common with the truth "
-                         f"store {c.data.hr_store}")
-    members = forecast.n_members
+    forecasts, dates = open_forecasts(paths, ds)
+    labels = [f.label for f in forecasts]
+    members = forecasts[0].n_members
     oracle = baselines.make_oracle(c, ds, members, seed=int(cfg.run.seed) + 1)
-    det_store = None
+    det = None
     if deterministic_checkpoint is not None:
-        det_path = baselines.deterministic_store(c, deterministic_checkpoint, out_dir, progress)
-        det_store = EnsembleStore.open(det_path)
-        det_dates = {d: t for t, d in enumerate(det_store.dates)}
+        det = StoreSource("deterministic", baselines.deterministic_store(
+            c, deterministic_checkpoint, out_dir, progress), ds)
     orography = oracle.law.geometry.orog_hr if oracle is not None else _orography(ds)
     regions = regions_for_grid(ds.hr_grid, orography_m=orography,
                                terrain_mask_m=c.evaluation.terrain_mask_m)
     w = ds.hr_grid.area_weights
-    accs = {"forecast": ScoreAccumulator(ds.variables, regions, w, members),
-            "interpolation": ScoreAccumulator(ds.variables, regions, w, 1)}
+    sizes = {**{s: members for s in labels}, "interpolation": 1}
     if oracle is not None:
-        accs["oracle"] = ScoreAccumulator(ds.variables, regions, w, members)
-    if det_store is not None:
-        accs["deterministic"] = ScoreAccumulator(ds.variables, regions, w, 1)
+        sizes["oracle"] = members
+    if det is not None:
+        sizes["deterministic"] = 1
+    accs = {s: ScoreAccumulator(ds.variables, regions, w, m) for s, m in sizes.items()}
     spectra = _Spectra(ds.hr_grid)
-    extremes = _Extremes(ds.variables, len(dates), np.random.default_rng(cfg.run.seed))
+    extremes = _Extremes(ds.variables, len(dates), cfg.run.seed)
     maps = None
     for n, i in enumerate(tqdm(dates, desc="evaluate", unit="date", leave=False,
                                file=sys.stderr, disable=not progress)):
-        date = ds.dates[i]
         truth = ds.read_hr(i).astype(np.float64)
-        fields = {"forecast": _members(forecast, f_dates[date], f_var, cells),
-                  "interpolation": baselines.interpolation(ds, i)}
-        if oracle is not None:
-            o = oracle(i)
-            if o is not None:
-                fields["oracle"] = o
-        if det_store is not None and date in det_dates:
-            fields["deterministic"] = _members(det_store, det_dates[date], f_var, cells)[:1]
-        for s, x in fields.items():
-            if s in accs:
-                accs[s].update(x, truth, date)
-            spectra.update(s, x)
-            extremes.update(s, x)
-        spectra.update("truth", truth[None])
-        extremes.update("truth", truth[None])
         if n == 0:  # the first date's fields for the maps
-            maps = {"date": iso(date), "lr_interp": fields["interpolation"][0],
-                    "truth": truth, "member_0": fields["forecast"][0],
-                    "member_1": fields["forecast"][min(1, members - 1)]}
-            if "deterministic" in fields:
-                maps["deterministic"] = fields["deterministic"][0]
-            if "oracle" in fields:
-                maps["oracle_0"] = fields["oracle"][0]
-    scores = {s: a.result() for s, a in accs.items()}
+            maps = {"date": iso(ds.dates[i]), "truth": truth}
+        for s, x in _fields(forecasts, oracle, det, ds, i):
+            accs[s].update(x, truth, ds.dates[i])
+            spectra.update(s, x)
+            extremes.update(s, x, n)
+            if n == 0:
+                maps.update(_map_fields(s, x, labels))
+            del x  # before the next source's ensemble is read
+        spectra.update("truth", truth[None])
+        extremes.update("truth", truth[None], n)
+    scores = {s: accs[s].result() for s in ordered_sources(labels, accs)}
     result = {
-        "forecast_store": str(Path(forecast_path).resolve()),
+        "forecasts": {f.label: str(f.path.resolve()) for f in forecasts},
         "truth_store": str(Path(c.data.hr_store).resolve()),
         "grid": ds.hr_grid.name, "variables": list(ds.variables),
         "units": {v: ds.hr.units.get(v, "") for v in ds.variables},
         "dates": [iso(ds.dates[i]) for i in dates], "members": members,
         "regions": [r.name for r in regions],
-        "sources": list(accs), "scores": scores,
+        "sources": list(scores), "scores": scores,
         "crps_ratio_to_oracle": _ratios(scores, ds.variables, regions[0].name),
         "spectra": spectra.result(ds.variables),
         "extremes": extremes.result(list(cfg.evaluation.quantiles), int(cfg.evaluation.bootstrap),
@@ -264,18 +270,17 @@ def _mean(values) -> float:
 
 
 def summary_lines(result: dict) -> list[str]:
-    """Five lines: CRPS (÷ oracle CRPS) per source, spectral ratio at high wavenumbers,
-    spread/skill, extremes, scope."""
+    """Five lines, each listing the sources in `result["sources"]` order (the forecasts,
+    then the baselines): CRPS (÷ oracle CRPS), spectral ratio at high wavenumbers,
+    spread/skill (the ensembles), extremes (with the truth), scope."""
     variables, region = result["variables"], result["regions"][0]
-    scores, ratios = result["scores"], result["crps_ratio_to_oracle"]
+    scores, ratios, sources = result["scores"], result["crps_ratio_to_oracle"], result["sources"]
     parts = []
-    for s in SOURCES:
-        if s in scores:
-            crps = _mean(_crps(scores[s][v][region]) for v in variables)
-            if s in ratios:
-                parts.append(f"{s} {_mean(ratios[s].values()):.3f}")
-            else:
-                parts.append(f"{s} {crps:.4g}")
+    for s in sources:
+        if s in ratios:
+            parts.append(f"{s} {_mean(ratios[s].values()):.3f}")
+        else:
+            parts.append(f"{s} {_mean(_crps(scores[s][v][region]) for v in variables):.4g}")
     what = "CRPS / oracle CRPS" if ratios else "CRPS (mean over variables)"
     lines = [f"{what}: " + ", ".join(parts)]
     spec = result.get("spectra")
@@ -283,18 +288,17 @@ def summary_lines(result: dict) -> list[str]:
         lines.append("spectral ratio at high wavenumbers (source/truth, geometric mean over "
                      "variables, 1 = right): " + ", ".join(
             f"{s} {_geomean(spec['high_k_ratio'][s].values()):.3f}"
-            for s in SOURCES if s in spec["high_k_ratio"]))
+            for s in sources if s in spec["high_k_ratio"]))
     else:
         lines.append("spectral ratio at high wavenumbers: n/a for this grid")
     lines.append("spread/skill (1 = calibrated): " + ", ".join(
         f"{s} {_mean(scores[s][v][region]['spread_skill'] for v in variables):.3f}"
-        for s in ("forecast", "oracle") if s in scores))
+        for s in ensemble_sources(result)))
     ext = result["extremes"]["quantiles"]
     q = str(max(float(k) for k in next(iter(ext["truth"].values()))))
     v = variables[-1]
     lines.append(f"{v} q{q}: " + ", ".join(
-        f"{s} {ext[s][v][q][0]:.4g}" for s in ("truth", "forecast", "oracle", "deterministic",
-                                               "interpolation") if s in ext))
+        f"{s} {ext[s][v][q][0]:.4g}" for s in ("truth", *sources) if s in ext))
     lines.append(f"{len(result['dates'])} dates x {result['members']} members on {result['grid']}"
                  f", regions {', '.join(result['regions'])}")
     return lines

@@ -4,46 +4,17 @@ index.html must exist, and the interpolation must be worse than the oracle."""
 
 import json
 
-import numpy as np
-import pytest
+from conftest import OVERRIDES
 
 from hpcds.cli.main import main
-from hpcds.config.load import load_config
-from hpcds.data.benchmark import VARIABLES, build_law, oracle_sample
-from hpcds.data.paired import PairedDataset
-from hpcds.ensemble.output import EnsembleLayout, create_ensemble_store
+from hpcds.data.benchmark import VARIABLES
 from hpcds.evaluate.report import write_report
-from hpcds.evaluate.run import evaluate
 from hpcds.grids import make_grid
 
-M = 6
-OVERRIDES = ["benchmark.n_dates=4", "evaluation.bootstrap=10"]
 
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    out = tmp_path_factory.mktemp("eval")
-    cfg = load_config("tiny", [f"run.out_dir={out}", *OVERRIDES])
-    assert main(["data", "benchmark", "tiny", f"run.out_dir={out}", *OVERRIDES, "--quiet"]) == 0
-    ds = PairedDataset.from_config(cfg)
-    law = build_law(cfg)
-    layout = EnsembleLayout(grid=ds.hr_grid, variables=tuple(ds.variables), dates=ds.dates,
-                            frequency=ds.hr.frequency, lr_members=1, members=M)
-    store = create_ensemble_store(out / "oracle_forecast.zarr", layout, units=ds.hr.units)
-    lr_all = np.arange(ds.lr_grid.size)
-    for i, date in enumerate(ds.dates):
-        lr = ds.read_lr(i, lr_all).astype(np.float64)
-        assert list(ds.variables) == list(VARIABLES)
-        x = oracle_sample(law, lr, i, M, seed=12345)  # a stream the evaluation does not use
-        t = store.time_index(date)
-        store.write(t, np.arange(M), x)
-        store.mark_done(t, np.arange(M))
-    return cfg, out
-
-
-def test_oracle_as_forecast_scores_and_report(setup):
-    cfg, out = setup
-    result = evaluate(cfg, out / "oracle_forecast.zarr", out_dir=out / "eval", progress=False)
+def test_oracle_as_forecast_scores_and_report(bench, single_run):
+    cfg, out = bench
+    result = single_run
     scores = json.loads((out / "eval" / "scores.json").read_text())
     assert set(scores["sources"]) == {"forecast", "oracle", "interpolation"}
     assert scores["variables"] == list(VARIABLES) and len(scores["dates"]) == 4
@@ -72,8 +43,8 @@ def test_oracle_as_forecast_scores_and_report(setup):
     assert all(name in page for name in expected)
 
 
-def test_evaluate_cli(setup, capsys):
-    _, out = setup
+def test_evaluate_cli(bench, capsys):
+    _, out = bench
     rc = main(["evaluate", "tiny", f"run.out_dir={out}", *OVERRIDES, "--quiet",
                "--forecast", str(out / "oracle_forecast.zarr"), "--out", str(out / "cli")])
     assert rc == 0
@@ -83,8 +54,8 @@ def test_evaluate_cli(setup, capsys):
     assert (out / "cli" / "scores.json").is_file()
 
 
-def test_evaluate_missing_store_is_one_line_error(setup, capsys):
-    _, out = setup
+def test_evaluate_missing_store_is_one_line_error(bench, capsys):
+    _, out = bench
     rc = main(["evaluate", "tiny", f"run.out_dir={out}", *OVERRIDES, "--quiet",
                "--forecast", str(out / "nowhere.zarr")])
     assert rc == 2
