@@ -204,6 +204,5 @@ def to_yaml(cfg: HpcdsConfig) -> str:
 def save_resolved(cfg: HpcdsConfig, directory: str | os.PathLike, name: str = "config.yaml") -> Path:
     """Write the resolved config beside a run's outputs, atomically."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(directory / name, to_yaml(cfg))
+    atomic_write_text(directory / name, to_yaml(cfg))  # creates `directory` if need be
     return directory / name

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from hpcds.atomic import exists_error, publish_dir, remove_path, temp_sibling
+from hpcds.atomic import exists_error, publish_dir, remove_path, temp_sibling, writing
 from hpcds.data.dates import as_dates, frequency_string, iso, list_dates, parse_frequency
 from hpcds.data.stats import RunningStats
 from hpcds.errors import StoreError
@@ -120,8 +120,8 @@ def create_store(
     resolution:    the anemoi ``resolution`` attribute; derived from ``grid.name`` if omitted.
     attrs:         extra JSON-serialisable root attributes (e.g. provenance, hpcds_config).
 
-    The store is built under ``<path>.tmp-<pid>-<random>`` and renamed to `path` by
-    ``close()``; an existing `path` is an error unless `overwrite`.
+    The store is built under a temporary sibling (`hpcds.atomic.temp_sibling`) and renamed to
+    `path` by ``close()``; an existing `path` is an error unless `overwrite`.
     """
     path = Path(path)
     if (path.exists() or path.is_symlink()) and not overwrite:
@@ -166,24 +166,25 @@ def create_store(
                          ) from None
     root_attrs.update(extra)
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_sibling(path)
-    try:
-        group = zarr.open_group(tmp, mode="w-", zarr_format=2)
-        data = group.create_array(
-            "data",
-            shape=(len(dates), len(variables), int(ensemble), n_cells),
-            chunks=(1, len(variables), 1, min(int(chunk_cells), n_cells)),
-            dtype="float32",
-            fill_value=np.nan,  # unwritten (missing) dates read back as NaN
-        )
-        data.attrs["_ARRAY_DIMENSIONS"] = list(DIMS)
-        _add_array(group, "dates", dates, ["time"])
-        write_grid_coordinates(group, grid)
-        group.attrs.update(root_attrs)
-    except BaseException:
-        remove_path(tmp)
-        raise
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_sibling(path)
+        try:
+            group = zarr.open_group(tmp, mode="w-", zarr_format=2)
+            data = group.create_array(
+                "data",
+                shape=(len(dates), len(variables), int(ensemble), n_cells),
+                chunks=(1, len(variables), 1, min(int(chunk_cells), n_cells)),
+                dtype="float32",
+                fill_value=np.nan,  # unwritten (missing) dates read back as NaN
+            )
+            data.attrs["_ARRAY_DIMENSIONS"] = list(DIMS)
+            _add_array(group, "dates", dates, ["time"])
+            write_grid_coordinates(group, grid)
+            group.attrs.update(root_attrs)
+        except BaseException:
+            remove_path(tmp)
+            raise
     return StoreWriter(path, tmp, data, dates, missing, variables, overwrite)
 
 
@@ -232,7 +233,8 @@ class StoreWriter:
             raise StoreError(f"values for {date} have shape {values.shape}, expected "
                              f"{self._data.shape[1:]} (variable, ensemble, cell)")
         values = values.astype(np.float32, copy=False)
-        self._data[t] = values
+        with writing(self.path):
+            self._data[t] = values
         # statistics of the float32 values, as a reader sees them, a block of cells at a time
         for start in range(0, values.shape[-1], _STATS_BLOCK):
             self.stats.update(values[..., start:start + _STATS_BLOCK], variable_axis=0)
@@ -255,12 +257,13 @@ class StoreWriter:
                     f"{self.path}: dates {list_dates(unwritten)} were not written; write them or "
                     f"declare them in missing_dates"
                 )
-            group = zarr.open_group(self.tmp_path, mode="r+", zarr_format=2)
-            for name, values in self.stats.arrays().items():
-                _add_array(group, name, values, ["variable"])
-            # one metadata read for readers (and xarray) instead of one per array
-            zarr.consolidate_metadata(self.tmp_path, zarr_format=2)
-            publish_dir(self.tmp_path, self.path, overwrite=self._overwrite)
+            with writing(self.path):
+                group = zarr.open_group(self.tmp_path, mode="r+", zarr_format=2)
+                for name, values in self.stats.arrays().items():
+                    _add_array(group, name, values, ["variable"])
+                # one metadata read for readers (and xarray) instead of one per array
+                zarr.consolidate_metadata(self.tmp_path, zarr_format=2)
+                publish_dir(self.tmp_path, self.path, overwrite=self._overwrite)
         except BaseException:
             self.abort()
             raise

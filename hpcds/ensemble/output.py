@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from hpcds.atomic import exists_error, publish_dir, remove_path, temp_sibling
+from hpcds.atomic import exists_error, publish_dir, remove_path, temp_sibling, writing
 from hpcds.data.dates import as_dates, frequency_string, iso, list_dates, parse_frequency
 from hpcds.data.store import (DIMS, _add_array, anemoi_root_attrs, group_coordinates,
                                write_grid_coordinates)
@@ -169,44 +169,45 @@ def create_ensemble_store(path: str | os.PathLike, layout: EnsembleLayout, *,
         "provenance": _identity_json(provenance or {}),
         "hpcds_config": config_yaml or "",
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_sibling(path)
-    try:
-        group = zarr.open_group(tmp, mode="w-", zarr_format=2)
-        data = group.create_array(
-            "data", shape=(len(axis), len(variables), n_members, n_cells),
-            chunks=(1, len(variables), 1, min(int(layout.chunk_cells), n_cells)),
-            dtype="float32", fill_value=np.nan)
-        data.attrs.update({
-            "_ARRAY_DIMENSIONS": list(DIMS),
-            "coordinates": "dates latitudes longitudes lr_member",
-            "long_name": "downscaled high-resolution ensemble",
-            "comment": "per-variable units and CF names: root attribute variables_metadata",
-        })
-        done = group.create_array("done", shape=(len(axis), n_members), chunks=(1, 1),
-                                  dtype="uint8", fill_value=None)  # missing chunks read 0
-        done.attrs.update({
-            "_ARRAY_DIMENSIONS": ["time", "ensemble"],
-            "long_name": "1 once every cell of (date, member) is written",
-        })
-        _add_array(group, "dates", axis, ["time"])
-        write_grid_coordinates(group, grid)
-        group["latitudes"].attrs.update({"units": "degrees_north",
-                                         "standard_name": "latitude"})
-        group["longitudes"].attrs.update({"units": "degrees_east",
-                                          "standard_name": "longitude"})
-        lr_member = np.repeat(np.arange(layout.lr_members, dtype=np.int64), layout.members)
-        _add_array(group, "lr_member", lr_member, ["ensemble"])
-        names = group.create_array("variable", shape=(len(variables),), dtype=str,
-                                   chunks=(len(variables),), fill_value=None)
-        names[...] = np.array(variables)
-        names.attrs["_ARRAY_DIMENSIONS"] = ["variable"]
-        group.attrs.update(attrs)
-        zarr.consolidate_metadata(tmp, zarr_format=2)
-        publish_dir(tmp, path, overwrite=overwrite)
-    except BaseException:
-        remove_path(tmp)
-        raise
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_sibling(path)
+        try:
+            group = zarr.open_group(tmp, mode="w-", zarr_format=2)
+            data = group.create_array(
+                "data", shape=(len(axis), len(variables), n_members, n_cells),
+                chunks=(1, len(variables), 1, min(int(layout.chunk_cells), n_cells)),
+                dtype="float32", fill_value=np.nan)
+            data.attrs.update({
+                "_ARRAY_DIMENSIONS": list(DIMS),
+                "coordinates": "dates latitudes longitudes lr_member",
+                "long_name": "downscaled high-resolution ensemble",
+                "comment": "per-variable units and CF names: root attribute variables_metadata",
+            })
+            done = group.create_array("done", shape=(len(axis), n_members), chunks=(1, 1),
+                                      dtype="uint8", fill_value=None)  # missing chunks read 0
+            done.attrs.update({
+                "_ARRAY_DIMENSIONS": ["time", "ensemble"],
+                "long_name": "1 once every cell of (date, member) is written",
+            })
+            _add_array(group, "dates", axis, ["time"])
+            write_grid_coordinates(group, grid)
+            group["latitudes"].attrs.update({"units": "degrees_north",
+                                             "standard_name": "latitude"})
+            group["longitudes"].attrs.update({"units": "degrees_east",
+                                              "standard_name": "longitude"})
+            lr_member = np.repeat(np.arange(layout.lr_members, dtype=np.int64), layout.members)
+            _add_array(group, "lr_member", lr_member, ["ensemble"])
+            names = group.create_array("variable", shape=(len(variables),), dtype=str,
+                                       chunks=(len(variables),), fill_value=None)
+            names[...] = np.array(variables)
+            names.attrs["_ARRAY_DIMENSIONS"] = ["variable"]
+            group.attrs.update(attrs)
+            zarr.consolidate_metadata(tmp, zarr_format=2)
+            publish_dir(tmp, path, overwrite=overwrite)
+        except BaseException:
+            remove_path(tmp)
+            raise
     return EnsembleStore.open(path, mode="r+")
 
 
@@ -312,20 +313,23 @@ class EnsembleStore:
             raise StoreError(f"date {iso(self.dates[t])} is declared missing in {self.path}")
         block = np.ascontiguousarray(values.transpose(1, 0, 2), dtype=np.float32)
         runs = np.split(np.arange(len(members)), np.flatnonzero(np.diff(members) != 1) + 1)
-        for run in runs:  # contiguous member runs: one orthogonal write each
-            m0 = int(members[run[0]])
-            self._data[t, :, m0:m0 + len(run), cells] = block[:, run[0]:run[-1] + 1]
+        with writing(self.path):
+            for run in runs:  # contiguous member runs: one orthogonal write each
+                m0 = int(members[run[0]])
+                self._data[t, :, m0:m0 + len(run), cells] = block[:, run[0]:run[-1] + 1]
 
     def mark_done(self, t: int, members: Sequence[int] | np.ndarray) -> None:
-        for m in np.atleast_1d(np.asarray(members, dtype=np.int64)):
-            self._done[t, int(m)] = 1
+        with writing(self.path):
+            for m in np.atleast_1d(np.asarray(members, dtype=np.int64)):
+                self._done[t, int(m)] = 1
 
     # ------------------------------------------------------------------ reading
     def read(self, t: int | slice | None = None, members=None) -> np.ndarray:
         """(time, variable, member, cell) float32 (an int `t` keeps its axis)."""
         t = slice(None) if t is None else (slice(t, t + 1) if np.ndim(t) == 0 else t)
         m = slice(None) if members is None else members
-        return np.asarray(self._data.oindex[t, :, m, :], dtype=np.float32)
+        with decoding(self.path, "data", RESAMPLE):
+            return np.asarray(self._data.oindex[t, :, m, :], dtype=np.float32)
 
     def __repr__(self) -> str:
         return (f"EnsembleStore({str(self.path)!r}, shape={self.shape}, "

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from hpcds.atomic import atomic_write_text
+from hpcds.atomic import atomic_open, atomic_write_text
 from hpcds.data.cells import store_cells_for_grid
 from hpcds.data.dates import iso
 from hpcds.data.paired import PairedDataset
@@ -182,7 +182,7 @@ def evaluate(cfg, forecast_path, truth_path=None, out_dir="eval",
     extremes = _Extremes(ds.variables, len(dates), np.random.default_rng(cfg.run.seed))
     maps = None
     for n, i in enumerate(tqdm(dates, desc="evaluate", unit="date", leave=False,
-                               file=sys.stderr, disable=not progress)):
+                               file=sys.stderr, disable=None if progress else True)):
         date = ds.dates[i]
         truth = ds.read_hr(i).astype(np.float64)
         fields = {"forecast": _members(forecast, f_dates[date], f_var, cells),
@@ -226,8 +226,8 @@ def evaluate(cfg, forecast_path, truth_path=None, out_dir="eval",
     result["seconds"] = time.perf_counter() - started
     result = _jsonable(result)
     atomic_write_text(out_dir / "scores.json", json.dumps(result, indent=1))
-    np.savez_compressed(out_dir / "maps.npz", **{k: v for k, v in (maps or {}).items()
-                                                 if k != "date"})
+    with atomic_open(out_dir / "maps.npz", "wb") as f:
+        np.savez_compressed(f, **{k: v for k, v in (maps or {}).items() if k != "date"})
     result["maps"] = maps
     return result
 

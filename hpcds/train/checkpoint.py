@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from hpcds.atomic import atomic_open, temp_sibling
+from hpcds.atomic import atomic_open, temp_sibling, writing
 from hpcds.errors import CheckpointError
 
 FORMAT = "hpcds-checkpoint"
@@ -40,25 +40,50 @@ def step_name(step: int) -> str:
     return f"step-{step:07d}.pt"
 
 
+class _KeepsWriteError:
+    """A file for `torch.save` that remembers the OSError of a failed write: torch's zip
+    writer turns it into "RuntimeError: [enforce fail at inline_container.cc] unexpected
+    pos", which says nothing of the full disk behind it."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
 def save_checkpoint(run_dir: str | os.PathLike, state: dict) -> Path:
     """Write `state` as run_dir/step-XXXXXXX.pt and point latest.pt at it; both atomic."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "version": FORMAT_VERSION, **state}
     path = run_dir / step_name(int(state["step"]))
-    with atomic_open(path, "wb") as f:
-        torch.save(payload, f)
-    latest = run_dir / LATEST
-    tmp = temp_sibling(latest)
-    try:
+    with atomic_open(path, "wb") as f:  # creates run_dir if need be
+        out = _KeepsWriteError(f)
         try:
-            os.link(path, tmp)
-        except OSError:  # a filesystem without hard links
-            shutil.copyfile(path, tmp)
-        os.replace(tmp, latest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+            torch.save(payload, out)
+        except RuntimeError:
+            if out.error is None:
+                raise
+            raise out.error from None  # atomic_open reports it, naming `path`
+    latest = run_dir / LATEST
+    with writing(latest):
+        tmp = temp_sibling(latest)
+        try:
+            try:
+                os.link(path, tmp)
+            except OSError:  # a filesystem without hard links
+                shutil.copyfile(path, tmp)
+            os.replace(tmp, latest)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
     return path
 
 
