@@ -6,8 +6,9 @@ a half-written output where a reader (or a rerun's "is it done?" check) would ta
 finished one. A sibling, not a system temp directory, because ``rename`` is only atomic within
 one filesystem.
 
-Temporaries are named ``<output>.<tag>-<host>-<pid>-<random>`` (`temp_sibling`): which writer
-left one behind, and which output it was for (`parse_temp`, `output_of`).
+Temporaries are named ``<output>.<tag>-<host>-<pid>-<random>`` (`temp_sibling`). A writer
+killed outright (SIGKILL, a node failure) cannot remove its own; the next writer of the same
+output does (`remove_stale_temps`), once the name says the writer is gone.
 
 A write the machine refuses (a full disk, a read-only or forbidden directory) is bad input,
 not a bug: `writing(path)` turns its OSError into a one-line `OutputError` naming the output
@@ -24,6 +25,7 @@ import re
 import secrets
 import shutil
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +36,9 @@ from hpcds.errors import OutputError, StoreError
 _HOST = re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname()) or "localhost"
 _TEMP = re.compile(r"(?P<output>.+)\.(?P<tag>tmp|old)-(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)"
                    r"-[0-9a-f]{8}")
+# a temporary of another host is left alone unless it is this old: its writer cannot be asked
+# from here, and a store's top-level mtime does not move while chunks are written below it
+FOREIGN_STALE_AFTER_S = 7 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -53,13 +58,63 @@ def parse_temp(name: str) -> TempName | None:
 
 
 def temp_sibling(path: str | os.PathLike, tag: str = "tmp") -> Path:
-    """A fresh name beside `path`: ``<path>.<tag>-<host>-<pid>-<random>``.
+    """A fresh name beside `path`: ``<path>.<tag>-<host>-<pid>-<random>``, after removing the
+    temporaries that dead writers of `path` left there (`remove_stale_temps`).
 
     The host and pid tell which process left it behind if that process died; the random part
     keeps two threads (or two ranks) of one process apart.
     """
     path = Path(path)
+    remove_stale_temps(path)
     return path.with_name(f"{path.name}.{tag}-{_HOST}-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def _writer_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+def _stale(temp: TempName, entry: Path) -> bool:
+    if temp.host == _HOST:
+        # a live pid may be a new process that reused it: kept, to be safe
+        return temp.pid != os.getpid() and not _writer_alive(temp.pid)
+    try:
+        return time.time() - entry.lstat().st_mtime > FOREIGN_STALE_AFTER_S
+    except OSError:
+        return False
+
+
+def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries of `path` (and only of `path`) whose writer is dead; returns them.
+
+    A stale ``.old-`` aside is the previous output that `publish_dir` had moved away when its
+    writer died: it is put back if `path` is missing, removed otherwise. Failures (a read-only
+    directory, a racing cleaner) are ignored: the caller's own write reports what matters.
+    """
+    path = Path(path)
+    try:
+        entries = list(path.parent.iterdir())
+    except OSError:
+        return []
+    removed = []
+    for entry in sorted(entries, key=lambda e: e.name):
+        temp = parse_temp(entry.name)
+        if temp is None or temp.output != path.name or not _stale(temp, entry):
+            continue
+        try:
+            if temp.tag == "old" and not (path.exists() or path.is_symlink()):
+                os.rename(entry, path)
+                continue
+            remove_path(entry)
+        except OSError:
+            continue
+        removed.append(entry)
+    return removed
 
 
 def output_of(path: str | os.PathLike) -> Path:
@@ -155,7 +210,8 @@ def publish_dir(tmp: str | os.PathLike, path: str | os.PathLike, *, overwrite: b
     """Rename the complete directory `tmp` to `path`.
 
     With ``overwrite`` an existing `path` is renamed aside first, the new one renamed in, and
-    only then the old one deleted; if the second rename fails the old one is put back.
+    only then the old one deleted; if the second rename fails the old one is put back (and if
+    the process dies in between, the next writer of `path` puts it back: `remove_stale_temps`).
     Without it an existing `path` is an error and `tmp` is left for the caller to clean up.
 
     Directories cannot be swapped with one atomic ``rename`` (it refuses a non-empty target),
