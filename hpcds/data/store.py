@@ -28,6 +28,7 @@ import numpy as np
 import zarr
 
 from hpcds.atomic import exists_error, publish_dir, remove_path, temp_sibling, writing
+from hpcds.data.chunks import axis_key, decoding
 from hpcds.data.dates import as_dates, frequency_string, iso, list_dates, parse_frequency
 from hpcds.data.stats import RunningStats
 from hpcds.errors import StoreError
@@ -362,9 +363,14 @@ class Store:
             raise StoreError(f"{self.path} has no `{name}` array: {why}")
         return node
 
+    def _decoded(self, name: str) -> np.ndarray:
+        """All of array `name`; a corrupt chunk is a StoreError naming the store and array."""
+        with decoding(self.path, name):
+            return np.asarray(self._group[name][...])
+
     def _read_dates(self) -> np.ndarray:
         array = self._array("dates", "not an anemoi-datasets store")
-        values = array[...]
+        values = self._decoded("dates")
         if values.dtype.kind == "M":
             return values.astype("datetime64[s]")
         units = str(array.attrs.get("units", ""))
@@ -385,18 +391,19 @@ class Store:
 
     @cached_property
     def latitudes(self) -> np.ndarray:
-        return np.asarray(self._group["latitudes"][...], dtype=np.float64)
+        return self._decoded("latitudes").astype(np.float64, copy=False)
 
     @cached_property
     def longitudes(self) -> np.ndarray:
-        return np.asarray(self._group["longitudes"][...], dtype=np.float64)
+        return self._decoded("longitudes").astype(np.float64, copy=False)
 
     def coordinates_at(self, cells: slice | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(latitudes, longitudes) float64 of `cells` (a slice or an index array); see
         `group_coordinates`. Coordinates already read in full (or needed in full: an index
         array) come from the cached arrays."""
         if isinstance(cells, slice) and "latitudes" not in self.__dict__:
-            return group_coordinates(self._group, cells)
+            with decoding(self.path, "latitudes/longitudes"):
+                return group_coordinates(self._group, cells)
         return self.latitudes[cells], self.longitudes[cells]
 
     @cached_property
@@ -404,7 +411,7 @@ class Store:
         """(cell,) int64 position of each cell in the native order; None if not stored."""
         if "native_index" not in self._group:
             return None
-        return np.asarray(self._group["native_index"][...], dtype=np.int64)
+        return self._decoded("native_index").astype(np.int64, copy=False)
 
     @cached_property
     def statistics(self) -> _Statistics:
@@ -416,7 +423,7 @@ class Store:
         out = _Statistics(self.path)
         for name in STATISTICS:
             if name in self._group:
-                values = np.asarray(self._group[name][...])
+                values = self._decoded(name)
                 if values.shape != (len(self.variables),):
                     raise StoreError(f"{self.path}: `{name}` has shape {values.shape}, "
                                      f"expected ({len(self.variables)},)")
@@ -459,12 +466,13 @@ class Store:
         """
         var = slice(None) if variables is None else np.asarray(self.variable_index(variables))
         key = (
-            _axis_key(time, self.shape[0], "time"),
+            axis_key(time, self.shape[0], "time"),
             var,
-            _axis_key(ensemble, self.n_ensemble, "ensemble"),
-            _axis_key(cells, self.n_cells, "cell"),
+            axis_key(ensemble, self.n_ensemble, "ensemble"),
+            axis_key(cells, self.n_cells, "cell"),
         )
-        return np.asarray(self._data.oindex[key], dtype=np.float32)
+        with decoding(self.path, "data"):
+            return np.asarray(self._data.oindex[key], dtype=np.float32)
 
     def __repr__(self) -> str:
         return (f"Store({self.path!r}, shape={self.shape}, variables={self.variables}, "
@@ -482,18 +490,3 @@ class _Statistics(dict):
     def __missing__(self, name: str):
         raise StoreError(f"{self.path} has no `{name}` statistics array; "
                          "recompute them with RunningStats")
-
-
-def _axis_key(key, size: int, axis: str):
-    """A zarr orthogonal-indexing key for one axis; an int becomes a length-1 slice."""
-    if key is None:
-        return slice(None)
-    if isinstance(key, slice):
-        return key
-    if np.ndim(key) == 0:
-        i = operator.index(key)
-        if not -size <= i < size:
-            raise IndexError(f"{axis} index {i} is out of range for {size} {axis} entries")
-        i %= size
-        return slice(i, i + 1)
-    return np.asarray(key)

@@ -43,6 +43,7 @@ from hpcds.evaluate.spectra import high_wavenumber_ratio, spectral_ratio, spectr
 SOURCES = ("forecast", "oracle", "deterministic", "interpolation")
 EXTREME_CAP = 200_000  # values kept per (source, variable) for quantiles and q-q
 MAP_SOURCES = ("lr_interp", "truth", "member_0", "member_1", "deterministic")
+FORECAST_FIX = "--forecast takes an ensemble store written by `hpcds sample` (sampling.output)"
 
 
 # --- spectra and extremes ---
@@ -147,7 +148,7 @@ def evaluate(cfg, forecast_path, truth_path=None, out_dir="eval",
     if truth_path is not None:
         c.data.hr_store = str(truth_path)
     ds = PairedDataset.from_config(c, require_complete=False)
-    forecast = EnsembleStore.open(forecast_path)
+    forecast = EnsembleStore.open(forecast_path, fix=FORECAST_FIX)
     missing = [v for v in ds.variables if v not in forecast.variables]
     if missing:
         raise StoreError(f"{forecast_path} lacks variables {missing}: set data.variables to "
