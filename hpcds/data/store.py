@@ -281,11 +281,13 @@ class StoreWriter:
 # -------------------------------------------------------------------------------- reader
 
 
-def open_store(path: str | os.PathLike | zarr.storage.StoreLike) -> Store:
-    """Open and check a store: a directory, or any zarr StoreLike (remote, wrapped, …)."""
+def open_store(path: str | os.PathLike | zarr.storage.StoreLike, key: str = "data.lr_store"
+               ) -> Store:
+    """Open and check a store: a directory, or any zarr StoreLike (remote, wrapped, …);
+    `key`: the config key that names it, for the error if there is none."""
     if isinstance(path, (str, os.PathLike)):
         if not Path(path).exists():
-            raise StoreError(f"no store at {path}; run `hpcds data benchmark` or set data.lr_store")
+            raise StoreError(f"no store at {path}; run `hpcds data benchmark` or set {key}")
         source = str(path)
     else:
         source = path
