@@ -28,3 +28,7 @@ class DataCheckError(UserError):
 
 class CheckpointError(UserError):
     """Missing, truncated or corrupt checkpoint, or one that does not fit the configured model."""
+
+
+class OutputError(UserError):
+    """A write the machine refused: no space left, a read-only file system, no permission."""

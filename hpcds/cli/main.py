@@ -12,8 +12,8 @@
     hpcds train          [CONFIG] [key=value ...]
 
 CONFIG is a YAML path or a preset name from configs/ (default: tiny). Bad input (a config
-key, a store, a grid) prints one line `hpcds: error: …` and exits with status 2; anything
-else is a bug and keeps its traceback.
+key, a store, a grid, a full disk or a read-only output directory) prints one line
+`hpcds: error: …` and exits with status 2; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import argparse
 import sys
 
 from hpcds import __version__
+from hpcds.atomic import output_error
 from hpcds.cli import (
     data_cmds,
     demo_cmds,
@@ -67,8 +68,13 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*args.overrides, *rest]
     try:
         return int(args.func(args) or 0)
-    except UserError as exc:
-        print(f"hpcds: error: {exc}", file=sys.stderr)
+    except (UserError, OSError) as exc:
+        # a full disk or a refused write that no writer reported with its output (those
+        # raise OutputError themselves); any other OSError is a bug and keeps its traceback
+        error = exc if isinstance(exc, UserError) else output_error(exc)
+        if error is None:
+            raise
+        print(f"hpcds: error: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("hpcds: interrupted", file=sys.stderr)

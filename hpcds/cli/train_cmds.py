@@ -18,7 +18,8 @@ def register(commands) -> None:
                     "(normalisation from the training dates), metrics.jsonl (train lines every "
                     "training.log_every steps, validation lines every training.val_every), "
                     "step-XXXXXXX.pt checkpoints every training.checkpoint_every steps and at "
-                    "the end, and latest.pt. A run_dir with a latest.pt is resumed exactly "
+                    "the end, and latest.pt. A run_dir with a latest.pt is resumed exactly, under "
+                    "the same config but for training.steps, the intervals and paths "
                     "(training.resume=false starts over); training.init_from=CKPT fine-tunes "
                     "from another run's weights with a fresh optimizer and schedule.",
         epilog="Examples: hpcds train tiny training.steps=50 | hpcds train tiny "

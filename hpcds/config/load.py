@@ -14,7 +14,8 @@ import os
 import typing
 from pathlib import Path
 
-from omegaconf import OmegaConf
+import yaml
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import (
     ConfigAttributeError,
     ConfigKeyError,
@@ -59,10 +60,7 @@ def load_config(name_or_path: str | None, overrides: typing.Sequence[str] = ()) 
     if name_or_path is not None:
         path = resolve_config_path(name_or_path)
         source = str(path)
-        try:
-            layers.append((OmegaConf.load(path), source))
-        except (OSError, ValueError, OmegaConfBaseException) as exc:  # yaml errors are ValueError subclasses
-            raise ConfigError(f"cannot read config {path}: {_one_line(exc)}") from None
+        layers.append((_load_yaml(path), source))
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not key=value (e.g. training.steps=10)")
@@ -82,6 +80,32 @@ def load_config(name_or_path: str | None, overrides: typing.Sequence[str] = ()) 
         raise _value_error(exc, source) from None
     validate(cfg)
     return cfg
+
+
+def _load_yaml(path: Path):
+    """The file's settings as a DictConfig; a file that is not YAML, is empty or is not a
+    mapping of sections is refused here, before defaults could silently stand in for it."""
+    try:
+        layer = OmegaConf.load(path)
+    except yaml.YAMLError as exc:  # not an OmegaConf error: it comes from the parser below
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or _one_line(exc)
+        raise ConfigError(f"config {path} is not valid YAML: {problem}{where}; fix it there "
+                          "(sections hold `key: value` lines, indented with spaces)") from None
+    except (OSError, UnicodeDecodeError, OmegaConfBaseException) as exc:
+        raise ConfigError(f"cannot read config {path}: {_one_line(exc)}") from None
+    sections = ", ".join(f.name for f in dataclasses.fields(HpcdsConfig))
+    if not isinstance(layer, DictConfig):  # a list: OmegaConf wraps a scalar as {value: None}
+        raise ConfigError(f"config {path} holds a list, not a mapping of sections "
+                          f"({sections}); write it as `section: {{key: value}}` lines")
+    if len(layer) == 0:
+        # an empty file would run on the schema defaults (a global O96 model), which is
+        # never what a user who named a file meant
+        raise ConfigError(f"config {path} is empty: write the settings to change in it "
+                          f"(e.g. start from {PRESETS_DIR / 'tiny.yaml'}) or name a preset "
+                          f"({', '.join(preset_names())})")
+    return layer
 
 
 def _merge(schema, layers):
@@ -180,6 +204,5 @@ def to_yaml(cfg: HpcdsConfig) -> str:
 def save_resolved(cfg: HpcdsConfig, directory: str | os.PathLike, name: str = "config.yaml") -> Path:
     """Write the resolved config beside a run's outputs, atomically."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(directory / name, to_yaml(cfg))
+    atomic_write_text(directory / name, to_yaml(cfg))  # creates `directory` if need be
     return directory / name

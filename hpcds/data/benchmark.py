@@ -164,7 +164,7 @@ def generate_benchmark(cfg: HpcdsConfig, overwrite: bool = False, progress: bool
          create_store(paths["hr"], grid=g.hr, attrs={"provenance": _provenance(cfg, law, "hr"),
                                                     **extra}, **common) as hr_writer:
         for i in tqdm(range(len(law.dates)), desc="benchmark", unit="date",
-                      disable=not progress):
+                      disable=None if progress else True):  # a terminal's only
             lr_state = law.lr_state(i)
             lr_writer.write(i, lr_state[:, None, :].astype(np.float32))
             truth = law.sample(lr_state, i, member=0, stream=STREAM_TRUTH)

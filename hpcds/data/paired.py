@@ -105,7 +105,8 @@ class PairedDataset:
     def from_config(cls, cfg: HpcdsConfig, hr_cells: tuple[int, int] | None = None,
                     require_complete: bool = True) -> "PairedDataset":
         d = cfg.data
-        lr, hr, forcings = (open_store(p) for p in (d.lr_store, d.hr_store, d.forcings_store))
+        lr, hr, forcings = (open_store(getattr(d, key), f"data.{key}")
+                            for key in ("lr_store", "hr_store", "forcings_store"))
         if lr.frequency != hr.frequency:
             raise DataCheckError(f"LR frequency {lr.frequency} differs from HR frequency "
                                  f"{hr.frequency}: the stores must share a time step")

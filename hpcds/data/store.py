@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from hpcds.atomic import exists_error, publish_dir, remove_path, temp_sibling
+from hpcds.atomic import exists_error, publish_dir, remove_path, temp_sibling, writing
+from hpcds.data.chunks import axis_key, decoding
 from hpcds.data.dates import as_dates, frequency_string, iso, list_dates, parse_frequency
 from hpcds.data.stats import RunningStats
 from hpcds.errors import StoreError
@@ -120,8 +121,8 @@ def create_store(
     resolution:    the anemoi ``resolution`` attribute; derived from ``grid.name`` if omitted.
     attrs:         extra JSON-serialisable root attributes (e.g. provenance, hpcds_config).
 
-    The store is built under ``<path>.tmp-<pid>-<random>`` and renamed to `path` by
-    ``close()``; an existing `path` is an error unless `overwrite`.
+    The store is built under a temporary sibling (`hpcds.atomic.temp_sibling`) and renamed to
+    `path` by ``close()``; an existing `path` is an error unless `overwrite`.
     """
     path = Path(path)
     if (path.exists() or path.is_symlink()) and not overwrite:
@@ -166,24 +167,25 @@ def create_store(
                          ) from None
     root_attrs.update(extra)
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_sibling(path)
-    try:
-        group = zarr.open_group(tmp, mode="w-", zarr_format=2)
-        data = group.create_array(
-            "data",
-            shape=(len(dates), len(variables), int(ensemble), n_cells),
-            chunks=(1, len(variables), 1, min(int(chunk_cells), n_cells)),
-            dtype="float32",
-            fill_value=np.nan,  # unwritten (missing) dates read back as NaN
-        )
-        data.attrs["_ARRAY_DIMENSIONS"] = list(DIMS)
-        _add_array(group, "dates", dates, ["time"])
-        write_grid_coordinates(group, grid)
-        group.attrs.update(root_attrs)
-    except BaseException:
-        remove_path(tmp)
-        raise
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_sibling(path)
+        try:
+            group = zarr.open_group(tmp, mode="w-", zarr_format=2)
+            data = group.create_array(
+                "data",
+                shape=(len(dates), len(variables), int(ensemble), n_cells),
+                chunks=(1, len(variables), 1, min(int(chunk_cells), n_cells)),
+                dtype="float32",
+                fill_value=np.nan,  # unwritten (missing) dates read back as NaN
+            )
+            data.attrs["_ARRAY_DIMENSIONS"] = list(DIMS)
+            _add_array(group, "dates", dates, ["time"])
+            write_grid_coordinates(group, grid)
+            group.attrs.update(root_attrs)
+        except BaseException:
+            remove_path(tmp)
+            raise
     return StoreWriter(path, tmp, data, dates, missing, variables, overwrite)
 
 
@@ -232,7 +234,8 @@ class StoreWriter:
             raise StoreError(f"values for {date} have shape {values.shape}, expected "
                              f"{self._data.shape[1:]} (variable, ensemble, cell)")
         values = values.astype(np.float32, copy=False)
-        self._data[t] = values
+        with writing(self.path):
+            self._data[t] = values
         # statistics of the float32 values, as a reader sees them, a block of cells at a time
         for start in range(0, values.shape[-1], _STATS_BLOCK):
             self.stats.update(values[..., start:start + _STATS_BLOCK], variable_axis=0)
@@ -255,12 +258,13 @@ class StoreWriter:
                     f"{self.path}: dates {list_dates(unwritten)} were not written; write them or "
                     f"declare them in missing_dates"
                 )
-            group = zarr.open_group(self.tmp_path, mode="r+", zarr_format=2)
-            for name, values in self.stats.arrays().items():
-                _add_array(group, name, values, ["variable"])
-            # one metadata read for readers (and xarray) instead of one per array
-            zarr.consolidate_metadata(self.tmp_path, zarr_format=2)
-            publish_dir(self.tmp_path, self.path, overwrite=self._overwrite)
+            with writing(self.path):
+                group = zarr.open_group(self.tmp_path, mode="r+", zarr_format=2)
+                for name, values in self.stats.arrays().items():
+                    _add_array(group, name, values, ["variable"])
+                # one metadata read for readers (and xarray) instead of one per array
+                zarr.consolidate_metadata(self.tmp_path, zarr_format=2)
+                publish_dir(self.tmp_path, self.path, overwrite=self._overwrite)
         except BaseException:
             self.abort()
             raise
@@ -277,11 +281,13 @@ class StoreWriter:
 # -------------------------------------------------------------------------------- reader
 
 
-def open_store(path: str | os.PathLike | zarr.storage.StoreLike) -> Store:
-    """Open and check a store: a directory, or any zarr StoreLike (remote, wrapped, …)."""
+def open_store(path: str | os.PathLike | zarr.storage.StoreLike, key: str = "data.lr_store"
+               ) -> Store:
+    """Open and check a store: a directory, or any zarr StoreLike (remote, wrapped, …);
+    `key`: the config key that names it, for the error if there is none."""
     if isinstance(path, (str, os.PathLike)):
         if not Path(path).exists():
-            raise StoreError(f"no store at {path}; run `hpcds data benchmark` or set data.lr_store")
+            raise StoreError(f"no store at {path}; run `hpcds data benchmark` or set {key}")
         source = str(path)
     else:
         source = path
@@ -359,9 +365,14 @@ class Store:
             raise StoreError(f"{self.path} has no `{name}` array: {why}")
         return node
 
+    def _decoded(self, name: str) -> np.ndarray:
+        """All of array `name`; a corrupt chunk is a StoreError naming the store and array."""
+        with decoding(self.path, name):
+            return np.asarray(self._group[name][...])
+
     def _read_dates(self) -> np.ndarray:
         array = self._array("dates", "not an anemoi-datasets store")
-        values = array[...]
+        values = self._decoded("dates")
         if values.dtype.kind == "M":
             return values.astype("datetime64[s]")
         units = str(array.attrs.get("units", ""))
@@ -382,18 +393,19 @@ class Store:
 
     @cached_property
     def latitudes(self) -> np.ndarray:
-        return np.asarray(self._group["latitudes"][...], dtype=np.float64)
+        return self._decoded("latitudes").astype(np.float64, copy=False)
 
     @cached_property
     def longitudes(self) -> np.ndarray:
-        return np.asarray(self._group["longitudes"][...], dtype=np.float64)
+        return self._decoded("longitudes").astype(np.float64, copy=False)
 
     def coordinates_at(self, cells: slice | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(latitudes, longitudes) float64 of `cells` (a slice or an index array); see
         `group_coordinates`. Coordinates already read in full (or needed in full: an index
         array) come from the cached arrays."""
         if isinstance(cells, slice) and "latitudes" not in self.__dict__:
-            return group_coordinates(self._group, cells)
+            with decoding(self.path, "latitudes/longitudes"):
+                return group_coordinates(self._group, cells)
         return self.latitudes[cells], self.longitudes[cells]
 
     @cached_property
@@ -401,7 +413,7 @@ class Store:
         """(cell,) int64 position of each cell in the native order; None if not stored."""
         if "native_index" not in self._group:
             return None
-        return np.asarray(self._group["native_index"][...], dtype=np.int64)
+        return self._decoded("native_index").astype(np.int64, copy=False)
 
     @cached_property
     def statistics(self) -> _Statistics:
@@ -413,7 +425,7 @@ class Store:
         out = _Statistics(self.path)
         for name in STATISTICS:
             if name in self._group:
-                values = np.asarray(self._group[name][...])
+                values = self._decoded(name)
                 if values.shape != (len(self.variables),):
                     raise StoreError(f"{self.path}: `{name}` has shape {values.shape}, "
                                      f"expected ({len(self.variables)},)")
@@ -456,12 +468,13 @@ class Store:
         """
         var = slice(None) if variables is None else np.asarray(self.variable_index(variables))
         key = (
-            _axis_key(time, self.shape[0], "time"),
+            axis_key(time, self.shape[0], "time"),
             var,
-            _axis_key(ensemble, self.n_ensemble, "ensemble"),
-            _axis_key(cells, self.n_cells, "cell"),
+            axis_key(ensemble, self.n_ensemble, "ensemble"),
+            axis_key(cells, self.n_cells, "cell"),
         )
-        return np.asarray(self._data.oindex[key], dtype=np.float32)
+        with decoding(self.path, "data"):
+            return np.asarray(self._data.oindex[key], dtype=np.float32)
 
     def __repr__(self) -> str:
         return (f"Store({self.path!r}, shape={self.shape}, variables={self.variables}, "
@@ -479,18 +492,3 @@ class _Statistics(dict):
     def __missing__(self, name: str):
         raise StoreError(f"{self.path} has no `{name}` statistics array; "
                          "recompute them with RunningStats")
-
-
-def _axis_key(key, size: int, axis: str):
-    """A zarr orthogonal-indexing key for one axis; an int becomes a length-1 slice."""
-    if key is None:
-        return slice(None)
-    if isinstance(key, slice):
-        return key
-    if np.ndim(key) == 0:
-        i = operator.index(key)
-        if not -size <= i < size:
-            raise IndexError(f"{axis} index {i} is out of range for {size} {axis} entries")
-        i %= size
-        return slice(i, i + 1)
-    return np.asarray(key)

@@ -46,7 +46,8 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from hpcds.atomic import exists_error, publish_dir, remove_path, temp_sibling
+from hpcds.atomic import exists_error, publish_dir, remove_path, temp_sibling, writing
+from hpcds.data.chunks import decoding
 from hpcds.data.dates import as_dates, frequency_string, iso, list_dates, parse_frequency
 from hpcds.data.store import (DIMS, _add_array, anemoi_root_attrs, group_coordinates,
                                write_grid_coordinates)
@@ -55,6 +56,9 @@ from hpcds.grids.geometry import Grid
 
 FORMAT = "hpcds-ensemble"
 FORMAT_VERSION = 1
+# what to do about an existing store that cannot be resumed (the default: sampling's view)
+SAMPLING_FIX = "pick another sampling.output or pass --overwrite"
+RESAMPLE = "sample it again (`hpcds sample --overwrite`) or restore it from a copy"
 
 # CF metadata of the variables hpcds knows (ECMWF short names → CF standard names, units)
 CF_VARIABLES: dict[str, dict[str, str]] = {
@@ -169,44 +173,45 @@ def create_ensemble_store(path: str | os.PathLike, layout: EnsembleLayout, *,
         "provenance": _identity_json(provenance or {}),
         "hpcds_config": config_yaml or "",
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_sibling(path)
-    try:
-        group = zarr.open_group(tmp, mode="w-", zarr_format=2)
-        data = group.create_array(
-            "data", shape=(len(axis), len(variables), n_members, n_cells),
-            chunks=(1, len(variables), 1, min(int(layout.chunk_cells), n_cells)),
-            dtype="float32", fill_value=np.nan)
-        data.attrs.update({
-            "_ARRAY_DIMENSIONS": list(DIMS),
-            "coordinates": "dates latitudes longitudes lr_member",
-            "long_name": "downscaled high-resolution ensemble",
-            "comment": "per-variable units and CF names: root attribute variables_metadata",
-        })
-        done = group.create_array("done", shape=(len(axis), n_members), chunks=(1, 1),
-                                  dtype="uint8", fill_value=None)  # missing chunks read 0
-        done.attrs.update({
-            "_ARRAY_DIMENSIONS": ["time", "ensemble"],
-            "long_name": "1 once every cell of (date, member) is written",
-        })
-        _add_array(group, "dates", axis, ["time"])
-        write_grid_coordinates(group, grid)
-        group["latitudes"].attrs.update({"units": "degrees_north",
-                                         "standard_name": "latitude"})
-        group["longitudes"].attrs.update({"units": "degrees_east",
-                                          "standard_name": "longitude"})
-        lr_member = np.repeat(np.arange(layout.lr_members, dtype=np.int64), layout.members)
-        _add_array(group, "lr_member", lr_member, ["ensemble"])
-        names = group.create_array("variable", shape=(len(variables),), dtype=str,
-                                   chunks=(len(variables),), fill_value=None)
-        names[...] = np.array(variables)
-        names.attrs["_ARRAY_DIMENSIONS"] = ["variable"]
-        group.attrs.update(attrs)
-        zarr.consolidate_metadata(tmp, zarr_format=2)
-        publish_dir(tmp, path, overwrite=overwrite)
-    except BaseException:
-        remove_path(tmp)
-        raise
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_sibling(path)
+        try:
+            group = zarr.open_group(tmp, mode="w-", zarr_format=2)
+            data = group.create_array(
+                "data", shape=(len(axis), len(variables), n_members, n_cells),
+                chunks=(1, len(variables), 1, min(int(layout.chunk_cells), n_cells)),
+                dtype="float32", fill_value=np.nan)
+            data.attrs.update({
+                "_ARRAY_DIMENSIONS": list(DIMS),
+                "coordinates": "dates latitudes longitudes lr_member",
+                "long_name": "downscaled high-resolution ensemble",
+                "comment": "per-variable units and CF names: root attribute variables_metadata",
+            })
+            done = group.create_array("done", shape=(len(axis), n_members), chunks=(1, 1),
+                                      dtype="uint8", fill_value=None)  # missing chunks read 0
+            done.attrs.update({
+                "_ARRAY_DIMENSIONS": ["time", "ensemble"],
+                "long_name": "1 once every cell of (date, member) is written",
+            })
+            _add_array(group, "dates", axis, ["time"])
+            write_grid_coordinates(group, grid)
+            group["latitudes"].attrs.update({"units": "degrees_north",
+                                             "standard_name": "latitude"})
+            group["longitudes"].attrs.update({"units": "degrees_east",
+                                              "standard_name": "longitude"})
+            lr_member = np.repeat(np.arange(layout.lr_members, dtype=np.int64), layout.members)
+            _add_array(group, "lr_member", lr_member, ["ensemble"])
+            names = group.create_array("variable", shape=(len(variables),), dtype=str,
+                                       chunks=(len(variables),), fill_value=None)
+            names[...] = np.array(variables)
+            names.attrs["_ARRAY_DIMENSIONS"] = ["variable"]
+            group.attrs.update(attrs)
+            zarr.consolidate_metadata(tmp, zarr_format=2)
+            publish_dir(tmp, path, overwrite=overwrite)
+        except BaseException:
+            remove_path(tmp)
+            raise
     return EnsembleStore.open(path, mode="r+")
 
 
@@ -214,19 +219,21 @@ class EnsembleStore:
     """An ensemble store opened for reading (mode "r") or filling (mode "r+").
 
     dates (time,) datetime64[s] (the full axis), missing_dates, variables, n_members,
-    lr_members, members (per LR member), n_cells, attrs, identity."""
+    lr_members, members (per LR member), n_cells, attrs, identity. `fix`: what the errors
+    about a store that is not one (or not a consistent one) tell the user to do."""
 
-    def __init__(self, group: zarr.Group, path: Path, mode: str):
+    def __init__(self, group: zarr.Group, path: Path, mode: str, fix: str = SAMPLING_FIX):
         self.path, self.mode = path, mode
         self._group = group
         self.attrs = dict(group.attrs)
         if self.attrs.get("format") != FORMAT:
             raise StoreError(f"{path} is not an hpcds ensemble store (no format={FORMAT!r} "
-                             "attribute); pick another sampling.output or pass --overwrite")
+                             f"attribute); {fix}")
         self._data, self._done = group["data"], group["done"]
         self.variables = [str(v) for v in self.attrs["variables"]]
         n_time, _, self.n_members, self.n_cells = (int(s) for s in self._data.shape)
-        self.dates = np.asarray(group["dates"][...]).astype("datetime64[s]")
+        with decoding(path, "dates", RESAMPLE):
+            self.dates = np.asarray(group["dates"][...]).astype("datetime64[s]")
         self.missing_dates = as_dates(self.attrs.get("missing_dates", []), "missing_dates")
         self.lr_members = int(self.attrs["lr_members"])
         self.members = int(self.attrs["members_per_lr_member"])
@@ -234,34 +241,38 @@ class EnsembleStore:
         self.cell_order: str = self.attrs.get("cell_order", "sfc")
         if len(self.dates) != n_time or self.lr_members * self.members != self.n_members:
             raise StoreError(f"{path} is inconsistent (dates/members do not match `data`); "
-                             "delete it or pass --overwrite")
+                             f"{fix}")
 
     @classmethod
-    def open(cls, path: str | os.PathLike, mode: str = "r") -> "EnsembleStore":
+    def open(cls, path: str | os.PathLike, mode: str = "r",
+             fix: str = SAMPLING_FIX) -> "EnsembleStore":
         path = Path(path)
         if not path.exists():
             raise StoreError(f"no ensemble store at {path}; run `hpcds sample`")
         try:
             group = zarr.open_group(str(path), mode=mode, zarr_format=2)
         except (zarr.errors.BaseZarrError, OSError, ValueError) as e:
-            raise StoreError(f"{path} is not a zarr group ({type(e).__name__}); pick another "
-                             "sampling.output or pass --overwrite") from None
-        return cls(group, path, mode)
+            raise StoreError(f"{path} is not a zarr group ({type(e).__name__}); {fix}"
+                             ) from None
+        return cls(group, path, mode, fix)
 
     # ------------------------------------------------------------------ bookkeeping
     @property
     def latitudes(self) -> np.ndarray:
         """(cell,) float64 degrees north, read on first use."""
-        return np.asarray(self._group["latitudes"][...], dtype=np.float64)
+        with decoding(self.path, "latitudes", RESAMPLE):
+            return np.asarray(self._group["latitudes"][...], dtype=np.float64)
 
     @property
     def longitudes(self) -> np.ndarray:
         """(cell,) float64 degrees east, read on first use."""
-        return np.asarray(self._group["longitudes"][...], dtype=np.float64)
+        with decoding(self.path, "longitudes", RESAMPLE):
+            return np.asarray(self._group["longitudes"][...], dtype=np.float64)
 
     def coordinates_at(self, cells: slice | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(latitudes, longitudes) float64 of `cells`: a slice reads only those."""
-        return group_coordinates(self._group, cells)
+        with decoding(self.path, "latitudes/longitudes", RESAMPLE):
+            return group_coordinates(self._group, cells)
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -282,7 +293,8 @@ class EnsembleStore:
 
     def done(self) -> np.ndarray:
         """(time, member) bool: the (date, member) pairs complete on disk."""
-        return np.asarray(self._done[...]).astype(bool)
+        with decoding(self.path, "done", RESAMPLE):
+            return np.asarray(self._done[...]).astype(bool)
 
     def sampled(self) -> np.ndarray:
         """(time,) bool: dates on the axis that are to be sampled (not declared missing)."""
@@ -312,20 +324,23 @@ class EnsembleStore:
             raise StoreError(f"date {iso(self.dates[t])} is declared missing in {self.path}")
         block = np.ascontiguousarray(values.transpose(1, 0, 2), dtype=np.float32)
         runs = np.split(np.arange(len(members)), np.flatnonzero(np.diff(members) != 1) + 1)
-        for run in runs:  # contiguous member runs: one orthogonal write each
-            m0 = int(members[run[0]])
-            self._data[t, :, m0:m0 + len(run), cells] = block[:, run[0]:run[-1] + 1]
+        with writing(self.path):
+            for run in runs:  # contiguous member runs: one orthogonal write each
+                m0 = int(members[run[0]])
+                self._data[t, :, m0:m0 + len(run), cells] = block[:, run[0]:run[-1] + 1]
 
     def mark_done(self, t: int, members: Sequence[int] | np.ndarray) -> None:
-        for m in np.atleast_1d(np.asarray(members, dtype=np.int64)):
-            self._done[t, int(m)] = 1
+        with writing(self.path):
+            for m in np.atleast_1d(np.asarray(members, dtype=np.int64)):
+                self._done[t, int(m)] = 1
 
     # ------------------------------------------------------------------ reading
     def read(self, t: int | slice | None = None, members=None) -> np.ndarray:
         """(time, variable, member, cell) float32 (an int `t` keeps its axis)."""
         t = slice(None) if t is None else (slice(t, t + 1) if np.ndim(t) == 0 else t)
         m = slice(None) if members is None else members
-        return np.asarray(self._data.oindex[t, :, m, :], dtype=np.float32)
+        with decoding(self.path, "data", RESAMPLE):
+            return np.asarray(self._data.oindex[t, :, m, :], dtype=np.float32)
 
     def __repr__(self) -> str:
         return (f"EnsembleStore({str(self.path)!r}, shape={self.shape}, "

@@ -20,7 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from hpcds.atomic import atomic_write_text
+from hpcds.atomic import atomic_open, atomic_write_text
 from hpcds.evaluate.run import MAP_MEMBERS, member_map_key
 from hpcds.evaluate.sources import ensemble_sources
 
@@ -62,8 +62,11 @@ def _grid_panels(n: int, width: float = 4.0, height: float = 3.2, ncols: int = 3
 
 
 def _save(fig, path: Path) -> str:
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        with atomic_open(path, "wb") as f:  # a full disk must not leave a cut-off PNG
+            fig.savefig(f, format=path.suffix.lstrip(".") or "png", dpi=110)
+    finally:
+        plt.close(fig)
     return path.name
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from hpcds.atomic import atomic_write_text
+from hpcds.atomic import atomic_open, atomic_write_text
 from hpcds.data.dates import iso
 from hpcds.data.paired import PairedDataset
 from hpcds.evaluate import baselines
@@ -201,7 +201,7 @@ def evaluate(cfg, forecasts, truth_path=None, out_dir="eval",
     extremes = _Extremes(ds.variables, len(dates), cfg.run.seed)
     maps = None
     for n, i in enumerate(tqdm(dates, desc="evaluate", unit="date", leave=False,
-                               file=sys.stderr, disable=not progress)):
+                               file=sys.stderr, disable=None if progress else True)):
         truth = ds.read_hr(i).astype(np.float64)
         if n == 0:  # the first date's fields for the maps
             maps = {"date": iso(ds.dates[i]), "truth": truth}
@@ -232,8 +232,8 @@ def evaluate(cfg, forecasts, truth_path=None, out_dir="eval",
     result["seconds"] = time.perf_counter() - started
     result = _jsonable(result)
     atomic_write_text(out_dir / "scores.json", json.dumps(result, indent=1))
-    np.savez_compressed(out_dir / "maps.npz", **{k: v for k, v in (maps or {}).items()
-                                                 if k != "date"})
+    with atomic_open(out_dir / "maps.npz", "wb") as f:
+        np.savez_compressed(f, **{k: v for k, v in (maps or {}).items() if k != "date"})
     result["maps"] = maps
     return result
 

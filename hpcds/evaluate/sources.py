@@ -91,6 +91,9 @@ def ensemble_sources(result: dict) -> list[str]:
             if s in result["forecasts"] or s in ENSEMBLE_BASELINES]
 
 
+# what a store that is not an ensemble store is told (not `hpcds sample`'s overwrite hint)
+FORECAST_FIX = "--forecast takes an ensemble store written by `hpcds sample` (sampling.output)"
+
 class StoreSource:
     """An ensemble store read as a source: checked against the truth dataset `ds` (its
     variables and grid), read one date at a time in the dataset's variables and cell order.
@@ -100,7 +103,7 @@ class StoreSource:
     def __init__(self, label: str, path, ds):
         self.label, self.path = label, Path(path)
         what = f"the {label!r} store"
-        self.store = EnsembleStore.open(self.path)
+        self.store = EnsembleStore.open(self.path, fix=FORECAST_FIX)
         missing = [v for v in ds.variables if v not in self.store.variables]
         if missing:
             raise StoreError(f"{what} {self.path} lacks variables {missing}: set "

@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from hpcds.atomic import atomic_open, temp_sibling
+from hpcds.atomic import atomic_open, temp_sibling, writing
 from hpcds.grids.geometry import Grid
 
 log = logging.getLogger(__name__)
@@ -148,8 +148,7 @@ def cached_arrays(kind: str, params: dict, build_fn: Callable[[], dict[str, np.n
             log.warning("cache entry %s is unreadable (%s: %s); rebuilding it", path,
                         type(err).__name__, err)
     arrays = build_fn()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _save(path, key, arrays)
+    _save(path, key, arrays)  # atomic_open creates the directory
     return arrays
 
 
@@ -173,15 +172,16 @@ def cached_npy(kind: str, params: dict, shape: tuple[int, ...], dtype,
         except (OSError, ValueError) as err:
             log.warning("cache entry %s is unreadable (%s: %s); rebuilding it", path,
                         type(err).__name__, err)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_sibling(path)
-    try:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=tuple(shape))
-        fill(out)
-        out.flush()
-        del out
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_sibling(path)
+        try:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=tuple(shape))
+            fill(out)
+            out.flush()
+            del out
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
     return np.load(path, mmap_mode="c")

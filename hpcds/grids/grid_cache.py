@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hpcds.atomic import temp_sibling
+from hpcds.atomic import temp_sibling, writing
 from hpcds.config.schema import GridConfig
 from hpcds.grids.cache import stable_hash
 from hpcds.grids.geometry import Grid
@@ -61,21 +61,22 @@ def _load(path: Path) -> Grid:
 
 
 def _save(path: Path, grid: Grid) -> None:
-    tmp = temp_sibling(path)
-    tmp.mkdir(parents=True)
-    try:
-        for name in _ARRAYS:
-            np.save(tmp / f"{name}.npy", np.ascontiguousarray(getattr(grid, name)))
-        (tmp / "grid.json").write_text(json.dumps(
-            {"name": grid.name, "size": grid.size, "field_shape": list(grid.field_shape),
-             "is_global": grid.is_global}))
+    with writing(path):
+        tmp = temp_sibling(path)
+        tmp.mkdir(parents=True)
         try:
-            os.rename(tmp, path)
-        except OSError:  # another process published it first: keep theirs
+            for name in _ARRAYS:
+                np.save(tmp / f"{name}.npy", np.ascontiguousarray(getattr(grid, name)))
+            (tmp / "grid.json").write_text(json.dumps(
+                {"name": grid.name, "size": grid.size, "field_shape": list(grid.field_shape),
+                 "is_global": grid.is_global}))
+            try:
+                os.rename(tmp, path)
+            except OSError:  # another process published it first: keep theirs
+                shutil.rmtree(tmp, ignore_errors=True)
+        except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            raise
 
 
 def cached_grid(cfg: GridConfig, cache_dir: str | os.PathLike | None) -> Grid:

@@ -12,8 +12,9 @@ computes in bf16), `ema` (EMA state: `module` is a float32 network state_dict),
 Files are written to a temporary sibling and renamed over the target (`hpcds.atomic`), so a
 crash leaves the previous checkpoint intact. Everything in them is a tensor or plain data:
 they load with `torch.load(weights_only=True)`. Load errors are one-line `CheckpointError`s:
-missing file, truncated or corrupt file, not an hpcds checkpoint, and weights that do not fit
-the configured model (naming the first mismatched parameter and the config keys that differ).
+missing file, truncated or corrupt file, not an hpcds checkpoint, weights that do not fit
+the configured model (naming the first mismatched parameter and the config keys that differ),
+and a resume under a config that changes what the run learns (`check_resumable`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from hpcds.atomic import atomic_open, temp_sibling
+from hpcds.atomic import atomic_open, temp_sibling, writing
 from hpcds.errors import CheckpointError
 
 FORMAT = "hpcds-checkpoint"
@@ -35,31 +36,69 @@ REQUIRED = ("format", "version", "step", "model", "config")
 RESUME_KEYS = ("ema", "optimizer", "scheduler", "data", "rng")
 # config sections whose values decide parameter shapes
 SHAPE_KEYS = ("model", "data.variables")
+# what a resumed run may change (`check_resumable`): keys that leave what is learned as it was
+# (paths, how often to log, validate and checkpoint, kernels and memory trade-offs, the
+# model-parallel split, settings of other commands), and training.steps, to extend a run (its
+# cosine decay then stretches to the new end). Anything else, e.g. training.lr, would silently
+# make the resumed run a different one.
+RESUMABLE_KEYS = (
+    "run.out_dir", "grid.cache_dir", "data.lr_store", "data.hr_store", "data.forcings_store",
+    "data.stats_file", "data.min_correlation", "data.max_bias", "data.check_dates",
+    "benchmark", "model.backend", "model.activation_checkpointing", "model.graph_block_rows",
+    "training.steps", "training.log_every", "training.val_every", "training.checkpoint_every",
+    "training.run_dir", "training.resume", "training.init_from",
+    "sampling", "evaluation", "parallel.model_parallel", "parallel.halo_transport", "profile",
+)
 
 
 def step_name(step: int) -> str:
     return f"step-{step:07d}.pt"
 
 
+class _KeepsWriteError:
+    """A file for `torch.save` that remembers the OSError of a failed write: torch's zip
+    writer turns it into "RuntimeError: [enforce fail at inline_container.cc] unexpected
+    pos", which says nothing of the full disk behind it."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
 def save_checkpoint(run_dir: str | os.PathLike, state: dict) -> Path:
     """Write `state` as run_dir/step-XXXXXXX.pt and point latest.pt at it; both atomic."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "version": FORMAT_VERSION, **state}
     path = run_dir / step_name(int(state["step"]))
-    with atomic_open(path, "wb") as f:
-        torch.save(payload, f)
-    latest = run_dir / LATEST
-    tmp = temp_sibling(latest)
-    try:
+    with atomic_open(path, "wb") as f:  # creates run_dir if need be
+        out = _KeepsWriteError(f)
         try:
-            os.link(path, tmp)
-        except OSError:  # a filesystem without hard links
-            shutil.copyfile(path, tmp)
-        os.replace(tmp, latest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+            torch.save(payload, out)
+        except RuntimeError:
+            if out.error is None:
+                raise
+            raise out.error from None  # atomic_open reports it, naming `path`
+    latest = run_dir / LATEST
+    with writing(latest):
+        tmp = temp_sibling(latest)
+        try:
+            try:
+                os.link(path, tmp)
+            except OSError:  # a filesystem without hard links
+                shutil.copyfile(path, tmp)
+            os.replace(tmp, latest)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
     return path
 
 
@@ -127,29 +166,73 @@ def check_compatible(model: torch.nn.Module, weights: dict, ckpt_config: str,
 
 def config_difference(ckpt_yaml: str, yaml: str) -> str:
     """Which shape-deciding config values differ between a checkpoint's and this config."""
-    try:
-        old, new = OmegaConf.create(ckpt_yaml), OmegaConf.create(yaml)
-    except Exception:  # noqa: BLE001 - an unreadable config only loses the hint
+    diffs = _differences(ckpt_yaml, yaml, SHAPE_KEYS)
+    if diffs is None:
         return "its config could not be read to compare"
-    diffs = []
-    for key in SHAPE_KEYS:
-        a, b = OmegaConf.select(old, key), OmegaConf.select(new, key)
-        a = OmegaConf.to_container(a) if OmegaConf.is_config(a) else a
-        b = OmegaConf.to_container(b) if OmegaConf.is_config(b) else b
-        diffs.extend(_diff(key, a, b))
     if not diffs:
         return ("the model configs agree, so the checkpoint was written by a different "
                 "version of the network")
-    shown = ", ".join(f"{k}={a!r} there vs {b!r} here" for k, a, b in diffs[:3])
-    more = f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else ""
-    return f"the configs differ: {shown}{more}; use the checkpoint's model config"
+    return f"the configs differ: {_describe(diffs)}; use the checkpoint's model config"
+
+
+def check_resumable(ckpt_yaml: str, yaml: str, path: str | os.PathLike) -> None:
+    """Refuse to resume the run whose checkpoint `path` was written with `ckpt_yaml` under a
+    config that changes what it learns: any key but `RESUMABLE_KEYS`."""
+    diffs = _differences(ckpt_yaml, yaml, None)
+    # a key only one config has comes from another hpcds version: not the user's change
+    diffs = [(k, a, b) for k, a, b in diffs or ()
+             if not _resumable(k) and a is not _ABSENT and b is not _ABSENT]
+    if diffs:
+        raise CheckpointError(
+            f"checkpoint {path} cannot be resumed with this config: {_describe(diffs)}; "
+            "put those values back (a resumed run may change training.steps, the log, "
+            "validation and checkpoint intervals, paths and other commands' settings), or "
+            f"fine-tune from it in a new training.run_dir with training.init_from={path}")
+
+
+def _resumable(key: str) -> bool:
+    return any(key == k or key.startswith(f"{k}.") for k in RESUMABLE_KEYS)
+
+
+_ABSENT = object()  # a key one of two configs lacks
+
+
+def _differences(ckpt_yaml: str, yaml: str, keys) -> list[tuple[str, object, object]] | None:
+    """(key, value there, value here) of every leaf that differs under `keys` (None: all of
+    this config's sections), in this config's order; None if a config cannot be read."""
+    try:
+        old = OmegaConf.to_container(OmegaConf.create(ckpt_yaml))
+        new = OmegaConf.to_container(OmegaConf.create(yaml))
+    except Exception:  # noqa: BLE001 - an unreadable config only loses the comparison
+        return None
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return None
+    diffs = []
+    for key in (keys if keys is not None else list(new)):
+        diffs.extend(_diff(key, _select(old, key), _select(new, key)))
+    return diffs
+
+
+def _select(tree: dict, key: str):
+    for part in key.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return _ABSENT
+        tree = tree[part]
+    return tree
+
+
+def _describe(diffs: list[tuple[str, object, object]]) -> str:
+    def show(v):
+        return "unset" if v is _ABSENT else repr(v)
+    shown = ", ".join(f"{k}={show(a)} there vs {show(b)} here" for k, a, b in diffs[:3])
+    return shown + (f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else "")
 
 
 def _diff(key: str, a, b) -> list[tuple[str, object, object]]:
     if isinstance(a, dict) and isinstance(b, dict):
         out = []
         for k in sorted(set(a) | set(b), key=lambda k: (list(b).index(k) if k in b else 1e9)):
-            out.extend(_diff(f"{key}.{k}", a.get(k), b.get(k)))
+            out.extend(_diff(f"{key}.{k}", a.get(k, _ABSENT), b.get(k, _ABSENT)))
         return out
     return [] if a == b else [(key, a, b)]
 

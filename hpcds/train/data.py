@@ -116,9 +116,14 @@ def prepare_normalisation(cfg: HpcdsConfig, split: Split, run_dir: str | Path,
     if barrier is not None:
         barrier()  # every rank has chosen its source before the file changes
     if write:
-        split.train.save_statistics(run_dir / STATS_NAME)
+        save_normalisation(split, run_dir)
     log.info("normalisation: %s", source)
     return norm, source
+
+
+def save_normalisation(split: Split, run_dir: str | Path) -> Path:
+    """Write the training view's normalisation as run_dir/statistics.json (atomically)."""
+    return split.train.save_statistics(Path(run_dir) / STATS_NAME)
 
 
 class TrainSamples(torch.utils.data.Dataset):

@@ -14,7 +14,7 @@ import json
 import math
 from pathlib import Path
 
-from hpcds.atomic import atomic_write_text
+from hpcds.atomic import atomic_write_text, writing
 
 
 def _clean(value):
@@ -28,7 +28,8 @@ def _clean(value):
 class MetricsLog:
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with writing(self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def truncate_after(self, step: int) -> None:
         """Keep only records of steps <= `step`; step 0 (a fresh start) keeps none."""
@@ -48,7 +49,9 @@ class MetricsLog:
         atomic_write_text(self.path, "".join(f"{line}\n" for line in kept))
 
     def write(self, record: dict) -> None:
-        with open(self.path, "a", encoding="utf-8") as f:
+        # appended in place: a line cut short by a full disk is dropped on resume
+        # (`truncate_after`), like one cut short by a crash
+        with writing(self.path), open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(_clean(record)) + "\n")
 
 

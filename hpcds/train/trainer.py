@@ -17,11 +17,14 @@ schedule, EMA, data position, RNG: everything); otherwise training.init_from (if
 the weights and EMA of another run, with a fresh optimizer, schedule and step count
 (fine-tuning, e.g. diffusion.regime=karras_uniform diffusion.sigma_max=1e5); otherwise the
 seeded initialisation. A resumable latest.pt wins over init_from, so an interrupted
-fine-tune continues where it stopped.
+fine-tune continues where it stopped. A resume must keep the checkpoint's model (same shapes)
+and everything else that decides what is learned; it may change training.steps, intervals and
+paths (`checkpoint.RESUMABLE_KEYS`, `check_resumable`).
 
 No host synchronisation inside a step: losses and gradient norms accumulate as tensors and
 are read (`.item()`) only on log steps (every `log_every`). Outputs in training.run_dir:
-config.yaml (at start), statistics.json, metrics.jsonl, step-XXXXXXX.pt and latest.pt
+config.yaml and statistics.json (once a resumed checkpoint has passed its checks: a refused
+resume changes nothing), metrics.jsonl, step-XXXXXXX.pt and latest.pt
 (written by global rank 0; with DeepSpeed also deepspeed/step-XXXXXXX/, its partitioned
 optimizer state, written by every rank).
 
@@ -50,11 +53,11 @@ from hpcds.diffusion.precond import EDMPrecond
 from hpcds.errors import UserError
 from hpcds.models.shard_graphs import GraphParts
 from hpcds.train import rng
-from hpcds.train.checkpoint import (LATEST, check_compatible, load_checkpoint, save_checkpoint,
-                                    step_name)
+from hpcds.train.checkpoint import (LATEST, check_compatible, check_resumable, load_checkpoint,
+                                    save_checkpoint, step_name)
 from hpcds.train.components import autocast, build_components, pick_device
 from hpcds.train.data import (SampleOrder, TrainSamples, collate, prepare_normalisation,
-                              split_dates, to_device)
+                              save_normalisation, split_dates, to_device)
 from hpcds.observe import CaptureWindow, trace_range
 from hpcds.train.ema import EMA
 from hpcds.train.engine import make_stepper
@@ -117,8 +120,6 @@ def train(cfg: HpcdsConfig, progress: bool = True, stop_at: int | None = None) -
     t = cfg.training
     run_dir = Path(t.run_dir)
     tp = TrainParallel.setup(cfg)
-    if tp.is_main:
-        save_resolved(cfg, run_dir)
     config_yaml = to_yaml(cfg)
     device = pick_device()
     seed = int(cfg.run.seed)
@@ -126,9 +127,10 @@ def train(cfg: HpcdsConfig, progress: bool = True, stop_at: int | None = None) -
 
     ds = PairedDataset.from_config(cfg, hr_cells=tp.hr_range)
     split = split_dates(ds, t.val_dates)
+    # written to run_dir only once a resumed checkpoint is known to fit (below)
     norm, norm_source = prepare_normalisation(cfg, split, run_dir,
                                               merge=tp.merge_stats if P > 1 else None,
-                                              write=tp.is_main, barrier=tp.barrier)
+                                              write=False, barrier=tp.barrier)
     samples = TrainSamples(split.train)
     val_samples = TrainSamples(split.val) if split.val is not None else None
     first = samples[0]
@@ -163,6 +165,7 @@ def train(cfg: HpcdsConfig, progress: bool = True, stop_at: int | None = None) -
         state = load_checkpoint(latest)  # on the CPU: RNG states must stay there
         for weights in (state["model"], state["ema"]["module"]):
             check_compatible(net, weights, state["config"], config_yaml, latest)
+        check_resumable(state["config"], config_yaml, latest)
         load_master_state(net, state["model"])
         ema.load_state_dict(state["ema"])
         stepper.load_optimizer_state(state["optimizer"], run_dir, int(state["step"]))
@@ -182,6 +185,9 @@ def train(cfg: HpcdsConfig, progress: bool = True, stop_at: int | None = None) -
         else:
             ema = EMA(net, t.ema_decay)
         log.info("initialised from %s (step %s)", t.init_from, state["step"])
+    if tp.is_main:  # only now: a refused resume must leave the run's files as they were
+        save_resolved(cfg, run_dir)
+        save_normalisation(split, run_dir)
     metrics = MetricsLog(run_dir / "metrics.jsonl") if tp.is_main else _NoMetrics()
     metrics.truncate_after(step)
 

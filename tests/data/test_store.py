@@ -11,6 +11,7 @@ import xarray as xr
 import zarr
 from zarr.storage import LocalStore, WrapperStore
 
+from hpcds.atomic import parse_temp
 from hpcds.data.store import create_store, open_store
 from hpcds.errors import StoreError, UserError
 from hpcds.grids.geometry import Grid
@@ -361,7 +362,8 @@ def test_store_appears_only_when_complete(tmp_path, grid, values):
             writer.write(t, values[t])
             assert not path.exists()
             assert siblings(tmp_path) == [writer.tmp_path.name]
-        assert writer.tmp_path.name.startswith(f"s.zarr.tmp-{os.getpid()}-")
+        temp = parse_temp(writer.tmp_path.name)
+        assert (temp.output, temp.tag, temp.pid) == ("s.zarr", "tmp", os.getpid())
     assert siblings(tmp_path) == ["s.zarr"]
 
 

@@ -8,10 +8,12 @@ import pytest
 import torch
 
 from hpcds.cli.main import main
+from hpcds.config.load import load_config, to_yaml
 from hpcds.config.schema import TrainingConfig
 from hpcds.errors import CheckpointError
 from hpcds.train import rng, train
-from hpcds.train.checkpoint import LATEST, load_checkpoint, save_checkpoint, step_name
+from hpcds.train.checkpoint import (LATEST, check_resumable, load_checkpoint, save_checkpoint,
+                                    step_name)
 from hpcds.train.data import SampleOrder
 from hpcds.train.ema import EMA
 from hpcds.train.schedule import WarmupCosine
@@ -136,3 +138,23 @@ def test_incompatible_model_config_names_the_key(make_cfg, overrides, capsys):
         f.truncate(1000)
     assert main(["train", "tiny", *overrides, "training.steps=2", "--quiet"]) == 2
     assert "truncated or corrupt" in capsys.readouterr().err
+
+
+def test_resume_may_change_only_what_leaves_the_run_the_same():
+    ckpt = to_yaml(load_config("tiny"))
+    # extend the run, log/validate/checkpoint at other intervals, move it, other commands
+    check_resumable(ckpt, to_yaml(load_config("tiny", [
+        "training.steps=500", "training.log_every=1", "training.val_every=7",
+        "training.checkpoint_every=3", "run.out_dir=elsewhere", "sampling.members=3",
+        "model.backend=triton", "model.activation_checkpointing=true",
+        "parallel.model_parallel=2"])), "latest.pt")
+    for change in ("training.lr=0.001", "run.seed=1", "training.batch_size=2",
+                   "diffusion.sigma_max=100", "data.variables=[2t]", "model.window=32"):
+        key, value = change.split("=")
+        with pytest.raises(CheckpointError, match=f"cannot be resumed with this config: "
+                                                  f"{key}=.* there vs .* here"):
+            check_resumable(ckpt, to_yaml(load_config("tiny", [change])), "latest.pt")
+    # a key the checkpoint's config lacks comes from another hpcds version: not compared
+    older = ckpt.replace("  grad_clip: 1.0\n", "")
+    assert older != ckpt
+    check_resumable(older, to_yaml(load_config("tiny", ["training.grad_clip=0.5"])), "x.pt")
