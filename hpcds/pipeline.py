@@ -40,10 +40,12 @@ def held_out_config(cfg: HpcdsConfig) -> HpcdsConfig:
     return held
 
 
-def run_pipeline(cfg: HpcdsConfig, out: str | Path, progress: bool = True) -> dict:
+def run_pipeline(cfg: HpcdsConfig, out: str | Path, progress: bool = True, *,
+                 benchmark: bool = True, deterministic: bool = True) -> dict:
     """Run every stage into `out`; returns {"result": evaluate()'s dict (scores, summary),
-    "report": index.html path, "times": seconds per stage, "train": the two training
-    summaries}."""
+    "report": index.html path, "times": seconds per stage, "train": the training
+    summaries}. benchmark=False reuses the stores at data.*_store (experiments on one
+    benchmark); deterministic=False skips that model and its baseline."""
     from hpcds.config.load import save_resolved
     from hpcds.data.benchmark import generate_benchmark
     from hpcds.ensemble.generate import generate
@@ -56,9 +58,10 @@ def run_pipeline(cfg: HpcdsConfig, out: str | Path, progress: bool = True) -> di
     save_resolved(cfg, out, name="demo.config.yaml")
     times: dict[str, float] = {}
 
-    t = _stage("benchmark: LR, HR truth and forcings stores")
-    generate_benchmark(cfg, overwrite=True, progress=progress)
-    times["benchmark"] = time.perf_counter() - t
+    if benchmark:
+        t = _stage("benchmark: LR, HR truth and forcings stores")
+        generate_benchmark(cfg, overwrite=True, progress=progress)
+        times["benchmark"] = time.perf_counter() - t
 
     diff = copy.deepcopy(cfg)
     diff.diffusion.deterministic = False
@@ -68,8 +71,10 @@ def run_pipeline(cfg: HpcdsConfig, out: str | Path, progress: bool = True) -> di
     det.training.run_dir = str(out / "train_deterministic")
     t = _stage(f"train the diffusion model ({cfg.training.steps} steps)")
     s_diff = train(diff, progress=progress)
-    _stage(f"train the deterministic model ({cfg.training.steps} steps)")
-    s_det = train(det, progress=progress)
+    s_det = None
+    if deterministic:
+        _stage(f"train the deterministic model ({cfg.training.steps} steps)")
+        s_det = train(det, progress=progress)
     times["train"] = time.perf_counter() - t
 
     held_out = held_out_config(cfg)
@@ -82,7 +87,8 @@ def run_pipeline(cfg: HpcdsConfig, out: str | Path, progress: bool = True) -> di
 
     t = _stage("evaluate against truth, interpolation, deterministic and oracle")
     result = evaluate(held_out, diff.sampling.output, out_dir=out / "eval",
-                      deterministic_checkpoint=s_det["checkpoint"], progress=progress)
+                      deterministic_checkpoint=s_det and s_det["checkpoint"],
+                      progress=progress)
     index = write_report(result, out / "eval", make_grid(cfg.grid.hr))
     times["evaluate"] = time.perf_counter() - t
     return {"result": result, "report": index, "times": times,

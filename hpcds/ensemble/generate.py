@@ -75,7 +75,7 @@ from hpcds.data.dates import iso
 from hpcds.data.forcings import forcing_fields, static_forcings_from_store
 from hpcds.data.paired import PairedDataset, require_finite
 from hpcds.diffusion.noise import batch_noise, make_noise_fn
-from hpcds.diffusion.samplers import sample
+from hpcds.diffusion.samplers import sample, spectrum_min_steps
 from hpcds.diffusion.schedules import make_schedule
 from hpcds.distributed import ParallelState
 from hpcds.ensemble.model import SamplingModel, load_sampling_model
@@ -263,6 +263,13 @@ def generate(cfg: HpcdsConfig, *, checkpoint: str | os.PathLike | None = None,
     ds.normalisation = model.normalisation
     norm = model.normalisation
     sigmas = make_schedule(cfg.sampling, cfg.diffusion)
+    fewest = spectrum_min_steps(cfg.sampling)
+    if cfg.sampling.steps < fewest and ranks.is_root:
+        log.warning("sampling.steps=%d is below %d, the fewest at which %s/%s keeps its own "
+                    "error at the smallest scales within 5 %% (it adds power there that "
+                    "grows with wavenumber): raise sampling.steps for realistic spectra",
+                    cfg.sampling.steps, fewest, Solver(cfg.sampling.solver).value,
+                    Schedule(cfg.sampling.schedule).value)
 
     M, K = int(cfg.sampling.members), int(ds.lr.n_ensemble)
     layout = EnsembleLayout(grid=ds.hr_grid, variables=tuple(ds.variables), dates=ds.dates,

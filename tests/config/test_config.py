@@ -16,7 +16,7 @@ def test_tiny_preset_fills_the_schema():
     assert cfg.grid.hr.name == "0.125/0.125" and cfg.grid.hr.area == "alps"
     assert cfg.data.lr_store == "runs/tiny/data/lr.zarr"  # interpolation resolved
     assert cfg.data.nan_policy is NanPolicy.error
-    assert cfg.sampling.solver is Solver.heun
+    assert cfg.sampling.solver is Solver.dpmpp_2m and cfg.sampling.steps == 40
 
 
 def test_every_component_has_its_own_dataclass():

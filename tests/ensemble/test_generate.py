@@ -23,8 +23,8 @@ from hpcds.train.checkpoint import load_checkpoint, save_checkpoint
 N_DATES = 3
 MODEL = ["model.hidden_dim=16", "model.num_heads=2", "model.processor_layers=1",
                "model.noise_embedding_dim=16", "model.window=16"]
-SAMPLING = ["sampling.steps=3", "sampling.members=3", "sampling.S_churn=2.0",
-            "sampling.S_min=0.01", "sampling.S_max=50"]
+SAMPLING = ["sampling.solver=heun", "sampling.steps=3", "sampling.members=3",
+            "sampling.S_churn=2.0", "sampling.S_min=0.01", "sampling.S_max=50"]
 
 
 
