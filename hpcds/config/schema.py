@@ -22,6 +22,7 @@ class Backend(Enum):
     reference = "reference"
     triton = "triton"
     native = "native"
+    auto = "auto"  # the fastest available here, per op: on a GPU triton then native, on a CPU native
 
 
 class SigmaRegime(Enum):

@@ -101,8 +101,10 @@ def fused_ops(backend: Backend | str) -> frozenset[str]:
     """The ops that `backend` has a fused kernel for (registered with the dispatch): a block
     whose op falls back to the reference keeps the reference's saved tensors in the count."""
     name = backend.value if isinstance(backend, Backend) else str(backend)
+    # a plan is for the GPU: `auto` means any fast kernel registered for the op
+    names = ("triton", "native") if name == Backend.auto.value else (name,)
     return frozenset(op for op in OPS if name != Backend.reference.value
-                     and name in registered(op))
+                     and any(n in registered(op) for n in names))
 
 
 def _op_name(module: nn.Module, attr: str) -> str:

@@ -143,3 +143,20 @@ def test_dispatch_falls_back_with_a_log_when_unavailable(monkeypatch, caplog):
     with caplog.at_level(logging.WARNING, logger="hpcds.nn.dispatch"):
         assert get_op("graph_attention", "triton") is graph_attention_reference
     assert "not available" in caplog.text and "triton" in caplog.text
+
+
+def test_auto_picks_the_fastest_available_and_logs_it(monkeypatch, caplog):
+    """On a CPU `auto` is the native kernels where they load (not the Triton interpreter),
+    the reference where they do not, and the reference for an op no fast backend has."""
+    monkeypatch.setattr(dispatch, "_warned", set())
+    with caplog.at_level(logging.INFO, logger="hpcds.nn.dispatch"):
+        assert get_op("graph_attention", "auto") is kernel_registry.graph_attention_native
+        assert get_op("modulated_layer_norm", "auto") is \
+            kernel_registry.modulated_layer_norm_native
+    assert "model.backend=auto uses native" in caplog.text
+    monkeypatch.setitem(kernel_registry._LOADED, "native", None)  # as if it failed to load
+    monkeypatch.setattr(dispatch, "_warned", set())
+    assert get_op("graph_attention", "auto") is graph_attention_reference
+    monkeypatch.setattr(dispatch, "fast_backends", lambda: ("triton", "native"))  # "a GPU"
+    monkeypatch.setattr(dispatch, "_warned", set())
+    assert get_op("graph_attention", "auto") is kernel_registry.graph_attention_triton
