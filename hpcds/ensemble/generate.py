@@ -270,7 +270,8 @@ def generate(cfg: HpcdsConfig, *, checkpoint: str | os.PathLike | None = None,
                             chunk_cells=chunk_cells)
     store, created = ranks.open_store(
         cfg.sampling.output, layout, identity=sampling_identity(cfg, model, ds.lr.path),
-        overwrite=overwrite, units=ds.hr.units, config_yaml=to_yaml(cfg),
+        overwrite=overwrite, metadata=ds.hr.variables_metadata,
+        config_yaml=to_yaml(cfg),
         provenance={**provenance(cfg, model, ds, sigmas),
                     "parallel": {"model_parallel": ranks.P, "ensemble_groups": ranks.D,
                                  "hr_ranges": [list(r) for r in hr_ranges]}})

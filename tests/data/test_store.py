@@ -12,6 +12,7 @@ import zarr
 from zarr.storage import LocalStore, WrapperStore
 
 from hpcds.atomic import parse_temp
+from hpcds.data.layout import read_variables_metadata
 from hpcds.data.store import create_store, open_store
 from hpcds.errors import StoreError, UserError
 from hpcds.grids.geometry import Grid
@@ -82,6 +83,10 @@ def test_round_trip(tmp_path, grid, values):
     assert store.resolution == "30.0"
     assert store.field_shape == (6, 12)
     assert store.units == {"z_500": "m2 s-2", "t_850": "K", "q_700": ""}
+    # per-variable metadata as anemoi-datasets keeps it, the units again for older readers
+    assert store.attrs["variables_metadata"] == {"z_500": {"units": "m2 s-2"},
+                                                 "t_850": {"units": "K"}, "q_700": {"units": ""}}
+    assert store.attrs["units"] == store.units and store.constant_fields is None
     assert store.cell_order == "sfc"
     assert len(store.missing_dates) == 0
     attrs = store.attrs
@@ -102,6 +107,27 @@ def test_round_trip(tmp_path, grid, values):
     np.testing.assert_allclose(stats["squares"], (ref**2).sum(axis=1), rtol=1e-12)
     np.testing.assert_array_equal(stats["count"], [ref.shape[1]] * 3)
     np.testing.assert_array_equal(stats["has_nans"], [False] * 3)
+
+
+def test_metadata_as_anemoi_datasets_writes_it():
+    """The attributes `anemoi-datasets create` 0.5.47 wrote for a netCDF source (copied from
+    a real store; tests/anemoi create them with the real package): units inside
+    `variables_metadata`, no `units` attribute, constant fields listed."""
+    attrs = {"variables": ["lsm", "t2m", "z"], "constant_fields": ["lsm", "z"],
+             "variables_metadata": {
+                 "lsm": {"constant_in_time": True, "mars": {"param": "lsm", "units": "(0 - 1)"},
+                         "units": "(0 - 1)"},
+                 "t2m": {"mars": {"param": "t2m", "units": "K"}, "units": "K"},
+                 "z": {"constant_in_time": True, "mars": {"param": "z"},
+                       "units": "m**2 s**-2"}}}
+    assert read_variables_metadata(attrs, attrs["variables"]) == {
+        "lsm": {"units": "(0 - 1)"}, "t2m": {"units": "K"}, "z": {"units": "m**2 s**-2"}}
+    # the older hpcds attribute, and CF names where a store has them
+    assert read_variables_metadata({"units": {"a": "K"}, "variables_metadata": {
+        "b": {"units": "m", "long_name": "height", "standard_name": "altitude"}}},
+        ["a", "b", "c"]) == {"a": {"units": "K"}, "c": {"units": ""},
+                             "b": {"units": "m", "long_name": "height",
+                                   "standard_name": "altitude"}}
 
 
 def test_plain_zarr_sees_the_layout(tmp_path, grid, values):
