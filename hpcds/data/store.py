@@ -39,6 +39,16 @@ from hpcds.grids.geometry import Grid
 
 STATISTICS = ("mean", "stdev", "minimum", "maximum", "sums", "squares", "count", "has_nans")
 _STATS_BLOCK = 1 << 20  # cells per statistics update: bounds the float64 temporaries
+# what to do about a missing store, by the config key that names it
+_PAIR_FIX = ("set {key} to an anemoi-datasets store, or run `hpcds data benchmark` (a "
+             "synthetic pair)")
+MISSING_STORE_FIX = {
+    "data.lr_store": _PAIR_FIX,
+    "data.hr_store": _PAIR_FIX,
+    "data.forcings_store": "set {key}, run `hpcds data forcings` (static fields from ETOPO5 on "
+                           "grid.hr), or set data.static.source=hr_store (the HR store's "
+                           "constant fields)",
+}
 
 
 # -------------------------------------------------------------------------------- writer
@@ -235,7 +245,8 @@ def open_store(path: str | os.PathLike | zarr.storage.StoreLike, key: str = "dat
     `key`: the config key that names it, for the error if there is none."""
     if isinstance(path, (str, os.PathLike)):
         if not Path(path).exists():
-            raise StoreError(f"no store at {path}; run `hpcds data benchmark` or set {key}")
+            fix = MISSING_STORE_FIX.get(key, "set {key}").format(key=key)
+            raise StoreError(f"no store at {path}; {fix}")
         source = str(path)
     else:
         source = path

@@ -187,7 +187,7 @@ def evaluate(cfg, forecasts, truth_path=None, out_dir="eval",
     if deterministic_checkpoint is not None:
         det = StoreSource("deterministic", baselines.deterministic_store(
             c, deterministic_checkpoint, out_dir, progress), ds)
-    orography = oracle.law.geometry.orog_hr if oracle is not None else _orography(ds)
+    orography = oracle.law.geometry.orog_hr if oracle is not None else ds.static_fields["orog"]
     regions = regions_for_grid(ds.hr_grid, orography_m=orography,
                                terrain_mask_m=c.evaluation.terrain_mask_m)
     w = ds.hr_grid.area_weights
@@ -236,11 +236,6 @@ def evaluate(cfg, forecasts, truth_path=None, out_dir="eval",
         np.savez_compressed(f, **{k: v for k, v in (maps or {}).items() if k != "date"})
     result["maps"] = maps
     return result
-
-
-def _orography(ds):
-    static = getattr(ds, "_static", None)
-    return np.asarray(static["orog"]) if isinstance(static, dict) and "orog" in static else None
 
 
 def _crps(entry: dict) -> float:

@@ -311,7 +311,8 @@ def test_reads_zarr_v3_stores_in_native_order(tmp_path):
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda p: None, r"no store at .*; run `hpcds data benchmark` or set data.lr_store"),
+        (lambda p: None, r"no store at .*; set data.lr_store to an anemoi-datasets store, or run `hpcds data "
+                             r"benchmark`"),
         (lambda p: p.mkdir(), r"is not a zarr group"),
         (lambda p: plain_store(p, drop=["data"]), r"has no `data` array: not an anemoi-datasets store"),
         (lambda p: plain_store(p, ndim=3), r"`data` has shape \(2, 2, 1\); expected 4-D"),
