@@ -239,14 +239,14 @@ class StoreWriter:
 # -------------------------------------------------------------------------------- reader
 
 
-def open_store(path: str | os.PathLike | zarr.storage.StoreLike, key: str = "data.lr_store"
+def open_store(path: str | os.PathLike | zarr.storage.StoreLike, key: str | None = None
                ) -> Store:
     """Open and check a store: a directory, or any zarr StoreLike (remote, wrapped, …);
-    `key`: the config key that names it, for the error if there is none."""
+    `key`: the config key that names it, for the error if there is none (and a reopening's)."""
     if isinstance(path, (str, os.PathLike)):
         if not Path(path).exists():
-            fix = MISSING_STORE_FIX.get(key, "set {key}").format(key=key)
-            raise StoreError(f"no store at {path}; {fix}")
+            fix = ("; " + MISSING_STORE_FIX.get(key, "set {key}").format(key=key)) if key else ""
+            raise StoreError(f"no store at {path}{fix}")
         source = str(path)
     else:
         source = path
@@ -256,7 +256,7 @@ def open_store(path: str | os.PathLike | zarr.storage.StoreLike, key: str = "dat
         raise StoreError(f"{path} is not a zarr group ({type(e).__name__}); "
                          "point to an anemoi-datasets store") from None
     by_path = isinstance(path, (str, os.PathLike))
-    return Store(group, str(path) if by_path else repr(path), reopen=by_path)
+    return Store(group, str(path) if by_path else repr(path), reopen=by_path, key=key)
 
 
 class Store:
@@ -269,9 +269,11 @@ class Store:
     n_ensemble; latitudes/longitudes/native_index/statistics are read on first use.
     """
 
-    def __init__(self, group: zarr.Group, path: str, reopen: bool = False):
+    def __init__(self, group: zarr.Group, path: str, reopen: bool = False,
+                 key: str | None = None):
         self.path = path
         self._reopen = reopen  # whether `path` alone can reopen it (for pickling)
+        self._key = key  # the config key naming it, for a reopening's errors
         self._group = group
         self.attrs: dict = dict(group.attrs)
         data = self._array("data", "not an anemoi-datasets store")
@@ -337,7 +339,7 @@ class Store:
     def __reduce__(self):
         # reopen by path in another process (e.g. a DataLoader worker) instead of pickling zarr
         if self._reopen:
-            return open_store, (self.path,)
+            return open_store, (self.path, self._key)
         raise TypeError(f"a Store opened from {self.path} cannot be pickled; open it by path")
 
     @property

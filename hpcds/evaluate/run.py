@@ -49,6 +49,7 @@ from hpcds.evaluate.sources import (
     ordered_sources,
 )
 from hpcds.evaluate.spectra import high_wavenumber_ratio, spectral_ratio, spectrum_for_grid
+from hpcds.errors import StoreError
 
 EXTREME_CAP = 200_000  # values kept per (source, variable) for quantiles and q-q
 MAP_MEMBERS = 2  # members of each forecast on the maps
@@ -173,6 +174,10 @@ def evaluate(cfg, forecasts, truth_path=None, out_dir="eval",
     baselines; write `out_dir/scores.json`; return the scores with `summary` (five lines)."""
     started = time.perf_counter()
     paths = forecast_paths(forecasts)  # bad labels and missing stores fail before any work
+    if truth_path is not None and not Path(truth_path).exists():
+        # checked here: PairedDataset would name data.hr_store, which --truth replaces
+        raise StoreError(f"no truth store at {truth_path} (--truth): pass an HR store, or "
+                         "leave --truth out to score against data.hr_store")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     c = copy.deepcopy(cfg)

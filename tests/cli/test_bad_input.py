@@ -191,6 +191,13 @@ def missing_forcings_store(w, tmp, mp):
 
 
 @case
+def missing_truth_store(w, tmp, mp):
+    return (["evaluate", *args(w), "--forecast", f"{w}/ensemble.zarr", "--truth",
+             f"{tmp}/none.zarr", "--out", f"{tmp}/eval"],
+            f"no truth store at {tmp}/none.zarr (--truth): pass an HR store")
+
+
+@case
 def static_variable_absent(w, tmp, mp):
     return (["data", "check", *args(w, "data.static.orography=z")],
             f"data.static.orography: the forcings store {w}/data/forcings.zarr has no variable "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 
 import numpy as np
 import pytest
@@ -330,8 +331,18 @@ def test_open_errors(tmp_path, make, message):
     path = tmp_path / "bad.zarr"
     make(path)
     with pytest.raises(StoreError, match=message) as info:
-        open_store(path)
+        open_store(path, "data.lr_store")
     assert "\n" not in str(info.value)
+
+
+def test_a_missing_store_names_its_key_also_when_reopened(tmp_path, grid, values):
+    with pytest.raises(StoreError, match=r"^no store at \S+$"):  # no key: no guessed one
+        open_store(tmp_path / "none.zarr")
+    store = open_store(write(tmp_path / "s.zarr", grid, values).path, "data.forcings_store")
+    blob = pickle.dumps(store)  # as for a DataLoader worker, which reopens it by path
+    shutil.rmtree(tmp_path / "s.zarr")
+    with pytest.raises(StoreError, match="; set data.forcings_store, run `hpcds data forcings`"):
+        pickle.loads(blob)
 
 
 # ---------------------------------------------------------------- writer checks
