@@ -67,7 +67,8 @@ def height(lat, lon) -> np.ndarray:
 
 def land(lat, lon) -> np.ndarray:
     """Land fraction: sea in the south-east corner, a half-land coast around it."""
-    return np.where((lat < 45.2) & (lon > 12.8), 0.0, np.where((lat < 45.7) & (lon > 12.3), 0.5, 1.0))
+    coast = np.where((lat < 45.7) & (lon > 12.3), 0.5, 1.0)
+    return np.where((lat < 45.2) & (lon > 12.8), 0.0, coast)
 
 
 def hr_fields(lat, lon) -> dict[str, np.ndarray]:
