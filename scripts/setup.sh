@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up hpcds in ./.venv on a fresh machine.
 #   bash scripts/setup.sh          runtime: system data packages, torch, hpcds (editable)
-#   bash scripts/setup.sh --test   also test-only references (.testdata) and test packages
+#   bash scripts/setup.sh --test   also test-only references (.testdata), test packages and
+#                                  the side venv .venv-anemoi (the real anemoi-datasets)
 # CPU machines get the CPU build of torch (`pip install torch==2.13.0`, on disk here) instead of
 # a multi-GB CUDA build; on a machine with an NVIDIA driver the torch already in the venv (or
 # pip's default CUDA build) is kept. Idempotent: a second run installs nothing new.
@@ -63,4 +64,6 @@ if [ "$want_tests" = 1 ]; then
   { command -v slurmctld && command -v slurmd && command -v munged; } >/dev/null 2>&1 \
     || apt_install slurm-wlm munge
   bash scripts/fetch_testdata.sh
+  # tests/anemoi drive the real anemoi-datasets; it pins zarr 2, hence its own venv
+  bash scripts/setup_anemoi.sh
 fi

@@ -1,4 +1,5 @@
-"""`hpcds data ...`: build the benchmark, check a pair of stores, compute statistics."""
+"""`hpcds data ...`: build the benchmark or the forcings, check a pair of stores, compute
+statistics."""
 
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ from hpcds.config.load import save_resolved, to_yaml
 from hpcds.data.alignment import alignment_scores, check_dates, require_aligned
 from hpcds.data.benchmark import generate_benchmark
 from hpcds.data.dates import iso
+from hpcds.data.forcings import build_forcings_store
 from hpcds.data.paired import PairedDataset
 from hpcds.errors import DataCheckError
 
 
 def register(commands) -> None:
-    data = commands.add_parser("data", help="datasets: benchmark, checks, statistics",
+    data = commands.add_parser("data", help="datasets: benchmark, forcings, checks, statistics",
                                description="Build, check and describe paired LR/HR datasets.")
     sub = data.add_subparsers(dest="data_command", metavar="COMMAND", required=True)
 
@@ -31,10 +33,28 @@ def register(commands) -> None:
                        help="replace existing stores (only once the new ones are complete)")
     bench.set_defaults(func=run_benchmark)
 
+    forcings = sub.add_parser(
+        "forcings", help="write the static HR fields (orography, land-sea mask) from ETOPO5",
+        description="Write the forcings store for grid.hr to data.forcings_store: orography "
+                    "(m, the ocean at 0 m) and land fraction in [0, 1] from ETOPO5 terrain "
+                    "(benchmark.terrain_file; scripts/setup.sh installs it), interpolated from "
+                    "the level of its pyramid that matches the grid spacing, for any grid.hr. "
+                    "For users who have LR and HR weather datasets but no static fields. The "
+                    "variables are named and scaled as data.static reads them "
+                    "(data.static.orography, data.static.land_sea_mask; the orography as a "
+                    "geopotential, m² s⁻², if data.static.orography_quantity=geopotential). "
+                    "Written atomically; an existing store is kept unless --overwrite.")
+    add_config_args(forcings)
+    forcings.add_argument("--overwrite", action="store_true",
+                          help="replace an existing store (only once the new one is complete)")
+    forcings.set_defaults(func=run_forcings)
+
     check = sub.add_parser(
         "check", help="check that LR, HR and forcings stores fit together",
         description="Check the stores named in the config: variables, grids (coordinates vs "
-                    "grid.lr / grid.hr), HR domain inside the LR domain, dates (none missing), "
+                    "grid.lr / grid.hr, in any cell order), the static fields (data.static: "
+                    "present, constant, units, ranges), HR domain inside the LR domain, dates "
+                    "(none missing), "
                     "NaNs (data.nan_policy) and alignment (coarse-grained HR vs LR per variable: "
                     "anomaly correlation ≥ data.min_correlation, bias ≤ data.max_bias). "
                     "Exit status 2 on the first failed check, with what to fix.")
@@ -63,6 +83,18 @@ def run_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_forcings(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    started = time.perf_counter()
+    path, static = build_forcings_store(cfg, overwrite=args.overwrite, config_yaml=to_yaml(cfg))
+    orog, lsm = static["orog"], static["lsm"]
+    print(f"forcings: {path} (grid.hr {cfg.grid.hr.name}, {orog.size} cells)")
+    print(f"  orography {orog.min():.0f} … {orog.max():.0f} m, land fraction {lsm.mean():.3f} "
+          f"on average")
+    print(f"forcings written in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
 def run_check(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     d = cfg.data
@@ -70,6 +102,10 @@ def run_check(args: argparse.Namespace) -> int:
     print(f"stores     ok: LR {ds.lr.path} ({ds.lr_grid.name}, {ds.lr_grid.size} cells), "
           f"HR {ds.hr.path} ({ds.hr_grid.name}, {ds.hr_grid.size} cells)")
     print(f"variables  ok: {', '.join(ds.variables)}")
+    st, orog = d.static, ds.static_fields["orog"]
+    scaled = " / g" if st.orography_quantity.value == "geopotential" else ""
+    print(f"static     ok: orography {st.orography}{scaled} ({orog.min():.0f} … "
+          f"{orog.max():.0f} m), land fraction {st.land_sea_mask}, from {ds.static_store.path}")
     print("domain     ok: HR grid inside the LR domain")
     print(f"dates      ok: {len(ds)} dates {iso(ds.dates[0])} … {iso(ds.dates[-1])}, none missing")
     nans = ds.nan_dates(progress=progress("NaN scan"))

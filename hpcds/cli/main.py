@@ -1,6 +1,7 @@
 """`hpcds` command line: subcommands per component, one module each.
 
     hpcds data benchmark [CONFIG] [key=value ...] [--overwrite]
+    hpcds data forcings  [CONFIG] [key=value ...] [--overwrite]
     hpcds data check     [CONFIG] [key=value ...]
     hpcds data stats     [CONFIG] [key=value ...]
     hpcds demo           [CONFIG=demo] [key=value ...] [--out DIR] [--quick]

@@ -72,11 +72,33 @@ class GridsConfig:
     knn: int = 4  # neighbours per destination node in kNN graphs
 
 
+class StaticSource(Enum):
+    forcings_store = "forcings_store"  # data.forcings_store (`hpcds data forcings`, benchmark)
+    hr_store = "hr_store"  # time-constant fields of data.hr_store (anemoi: constant_fields)
+
+
+class OrographyQuantity(Enum):
+    height = "height"  # surface height above sea level, m
+    geopotential = "geopotential"  # surface geopotential, m² s⁻² (ERA5/IFS `z`): ÷ g = 9.80665
+
+
+@dataclass
+class StaticConfig:
+    """The static HR fields the network is given (see hpcds/data/forcings.py): their names in
+    the store they come from, and how to turn them into orography (m) and land fraction."""
+
+    source: StaticSource = StaticSource.forcings_store
+    orography: str = "orog"  # name of the orography variable in the source store
+    orography_quantity: OrographyQuantity = OrographyQuantity.height
+    land_sea_mask: str = "lsm"  # name of the land-sea mask (a land fraction in [0, 1])
+
+
 @dataclass
 class DataConfig:
     lr_store: str = "${run.out_dir}/data/lr.zarr"
     hr_store: str = "${run.out_dir}/data/hr.zarr"
     forcings_store: str = "${run.out_dir}/data/forcings.zarr"
+    static: StaticConfig = field(default_factory=StaticConfig)
     variables: List[str] = field(default_factory=lambda: ["2t", "10u", "10v", "msl", "tp"])
     start_date: Optional[str] = None  # ISO date; None = first common date
     end_date: Optional[str] = None  # ISO date, inclusive; None = last common date

@@ -6,7 +6,7 @@ Grid names and areas are checked by the grid builders themselves (`hpcds.grids`)
 
 from __future__ import annotations
 
-from hpcds.config.schema import HpcdsConfig
+from hpcds.config.schema import HpcdsConfig, StaticSource
 from hpcds.errors import ConfigError
 
 # Variables the benchmark knows how to generate; real stores may carry any names.
@@ -27,6 +27,18 @@ def validate(cfg: HpcdsConfig) -> None:
              "a number in [-1, 1]")
     _require(d.max_bias >= 0, "data.max_bias", d.max_bias, "a number >= 0")
     _require(d.check_dates >= 1, "data.check_dates", d.check_dates, "an integer >= 1")
+    st = d.static
+    for key in ("orography", "land_sea_mask"):
+        name = getattr(st, key)
+        _require(bool(name.strip()) and name == name.strip(), f"data.static.{key}", name,
+                 "the name of a variable in the store data.static.source names")
+    _require(st.land_sea_mask != st.orography, "data.static.land_sea_mask", st.land_sea_mask,
+             f"another variable than data.static.orography={st.orography!r}")
+    if st.source is StaticSource.hr_store:
+        for key in ("orography", "land_sea_mask"):
+            _require(getattr(st, key) not in d.variables, f"data.static.{key}",
+                     getattr(st, key), "a time-constant field of data.hr_store, not one of "
+                     f"the modelled data.variables {list(d.variables)}")
     _require(b.n_dates >= 1, "benchmark.n_dates", b.n_dates, "an integer >= 1")
     _require(b.frequency_hours >= 1, "benchmark.frequency_hours", b.frequency_hours,
              "an integer >= 1")

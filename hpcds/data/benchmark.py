@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from hpcds import __version__
-from hpcds.config.schema import HpcdsConfig
+from hpcds.config.schema import HpcdsConfig, StaticSource
 from hpcds.data.benchmark_law import (
     STREAM_ORACLE,
     STREAM_TRUTH,
@@ -151,6 +151,9 @@ def generate_benchmark(cfg: HpcdsConfig, overwrite: bool = False, progress: bool
     if unknown:
         raise ConfigError(f"data.variables {unknown} are not produced by the benchmark; it "
                           f"produces {', '.join(VARIABLES)}")
+    if cfg.data.static.source is not StaticSource.forcings_store:
+        raise ConfigError("data.static.source: the benchmark writes its static fields to "
+                          "data.forcings_store; set data.static.source=forcings_store")
     paths = {"lr": str(cfg.data.lr_store), "hr": str(cfg.data.hr_store),
              "forcings": str(cfg.data.forcings_store)}
     _check_outputs(paths, overwrite)
@@ -171,7 +174,7 @@ def generate_benchmark(cfg: HpcdsConfig, overwrite: bool = False, progress: bool
             hr_writer.write(i, truth[:, None, :].astype(np.float32))
     write_forcings_store(paths["forcings"], g.hr, {"orog": g.orog_hr, "lsm": g.land_hr},
                          law.dates[0], frequency=f"{b.frequency_hours}h",
-                         chunk_cells=int(b.chunk_cells),
+                         chunk_cells=int(b.chunk_cells), config=cfg.data.static,
                          attrs={"provenance": _provenance(cfg, law, "forcings"), **extra},
                          overwrite=overwrite)
     return paths

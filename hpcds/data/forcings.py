@@ -1,9 +1,17 @@
 """HR forcings: static fields (orography, land-sea mask) and the per-date input features.
 
-The forcings store holds the static fields on the HR grid, one date:
+The static fields on the HR grid, as hpcds works with them ({"orog", "lsm"}, (n,) float64):
 
     orog  surface height above sea level, m (ETOPO relief with the ocean at 0 m)
     lsm   land fraction in [0, 1]
+
+They are read (`static_forcings_from_store`) from the store data.static.source names: the
+forcings store (data.forcings_store, one date: `hpcds data forcings` builds it from ETOPO5 for
+any HR grid, the benchmark writes one too) or the time-constant fields of the HR store (an
+anemoi-datasets HR dataset often carries `z` and `lsm`). data.static.orography and
+data.static.land_sea_mask name the variables there; data.static.orography_quantity says
+whether the orography is a height (m) or a surface geopotential (m² s⁻², divided by
+g = 9.80665).
 
 `forcing_fields` turns them, with the cells' coordinates and the date, into the network's
 forcing channels (n_forcings, n) float32, each O(1) and computed pointwise so that any shard
@@ -22,16 +30,26 @@ forcing channels (n_forcings, n) float32, each O(1) and computed pointwise so th
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 
+from hpcds.config.schema import (DataConfig, HpcdsConfig, OrographyQuantity, StaticConfig,
+                                 StaticSource)
 from hpcds.data.cells import store_cells_for_grid
-from hpcds.errors import DataCheckError
+from hpcds.errors import ConfigError, DataCheckError
 from hpcds.grids.geometry import Grid
 
-STATIC_VARIABLES = ("orog", "lsm")
-STATIC_UNITS = {"orog": "m", "lsm": "1"}
+STATIC_VARIABLES = ("orog", "lsm")  # the keys of the static fields hpcds works with
+GRAVITY = 9.80665  # m s⁻², standard gravity: orography = surface geopotential / g
+MAX_OROGRAPHY_M = 9000.0  # above Everest (8849 m): no orography in metres gets there
+MASK_SLACK = 1e-3  # a land fraction this far outside [0, 1] is rounding (then clipped)
+# `hpcds data forcings`: the one date of its store (static fields hold for every date), and
+# chunks larger than the benchmark's (each run reads the static fields once)
+STATIC_DATE = np.datetime64("2000-01-01T00:00", "s")
+FORCINGS_CHUNK_CELLS = 65536
 FORCING_NAMES = ("orog", "lsm", "sin_lat", "cos_lat", "sin_lon", "cos_lon",
                  "sin_local_time", "cos_local_time", "sin_day_of_year", "cos_day_of_year")
 OROGRAPHY_SCALE_M = 1000.0
@@ -87,23 +105,92 @@ def forcing_fields(grid: Grid, static: Mapping[str, np.ndarray], date: np.dateti
     return list(FORCING_NAMES), values.astype(np.float32)
 
 
-def static_forcings_from_store(store, grid: Grid, cells: tuple[int, int] | None = None
-                               ) -> dict[str, np.ndarray]:
-    """{"orog", "lsm"}: (b-a,) float64 for the grid's SFC cells [a, b), read from the forcings
-    store's first date (static fields do not change)."""
+def orography_factor(quantity: OrographyQuantity) -> float:
+    """What a stored orography is multiplied by to give metres (1, or 1/g for geopotential)."""
+    return 1.0 / GRAVITY if quantity is OrographyQuantity.geopotential else 1.0
+
+
+def units_quantity(units: str) -> OrographyQuantity | None:
+    """The quantity a units string denotes ("m", "metres" → height; "m**2 s**-2", "m2 s-2",
+    "m^2/s^2" → geopotential), None when it is empty or neither."""
+    u = re.sub(r"[\s*^.·]", "", str(units).lower())
+    if u in ("m", "metre", "metres", "meter", "meters"):
+        return OrographyQuantity.height
+    if u in ("m2s-2", "m2/s2", "m+2s-2"):
+        return OrographyQuantity.geopotential
+    return None
+
+
+def static_store(data: DataConfig, hr):
+    """The store the static fields come from (data.static.source): the HR store `hr` itself,
+    or the one at data.forcings_store."""
+    if data.static.source is StaticSource.hr_store:
+        return hr
+    from hpcds.data.store import open_store
+
+    return open_store(data.forcings_store, "data.forcings_store")
+
+
+def _check_static_variables(store, static: StaticConfig, what: str) -> None:
+    """The configured names exist in `store`, are constant in time where it says which are,
+    and the orography's units (where given) fit data.static.orography_quantity."""
+    for key in ("orography", "land_sea_mask"):
+        name = getattr(static, key)
+        if name not in store.variables:
+            raise DataCheckError(f"data.static.{key}: {what} {store.path} has no variable "
+                                 f"{name!r} (it has {', '.join(store.variables)})")
+        constant = store.constant_fields  # None: the store does not say (hpcds stores)
+        if constant is not None and len(store.dates) > 1 and name not in constant:
+            raise DataCheckError(
+                f"data.static.{key}: {name!r} varies in time in {what} {store.path} (its "
+                f"constant fields: {', '.join(constant) or 'none'}); name a static field")
+    units = store.units.get(static.orography, "")
+    declared = units_quantity(units)
+    if declared is not None and declared is not static.orography_quantity:
+        raise DataCheckError(
+            f"data.static.orography_quantity: {static.orography!r} in {store.path} has units "
+            f"{units!r}, a {declared.value}; set data.static.orography_quantity="
+            f"{declared.value}")
+
+
+def static_forcings_from_store(store, grid: Grid, static: StaticConfig | None = None,
+                               cells: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+    """{"orog": m, "lsm": land fraction}: (b-a,) float64 for the grid's SFC cells [a, b),
+    read from `store` (see `static_store`) at its first date (static fields do not change):
+    the variables data.static names, the orography converted to metres.
+
+    Every check names the key to fix: a missing or time-varying variable, units that
+    contradict data.static.orography_quantity, NaNs, a mask outside [0, 1], and an orography
+    above any mountain in metres (a geopotential read as a height)."""
+    static = static or StaticConfig()
     start, stop = _cell_range(grid, cells)
-    missing = [v for v in STATIC_VARIABLES if v not in store.variables]
-    if missing:
-        raise DataCheckError(f"the forcings store {store.path} lacks {', '.join(missing)} "
-                             f"(it has {', '.join(store.variables)})")
-    index = store_cells_for_grid(store, grid, "the forcings store",
-                                 "regenerate the forcings for grid.hr", cells=(start, stop))
-    if store.cell_order == "sfc":
-        values = store.read(0, list(STATIC_VARIABLES), cells=slice(start, stop))
-    else:
-        values = store.read(0, list(STATIC_VARIABLES), cells=index)
-    values = np.asarray(values, np.float64)[0, :, 0]  # (time, var, ens, cell) → (var, cell)
-    return {name: values[i] for i, name in enumerate(STATIC_VARIABLES)}
+    hr = static.source is StaticSource.hr_store
+    what = "the HR store" if hr else "the forcings store"
+    _check_static_variables(store, static, what)
+    fix = ("set grid.hr to the store's grid" if hr else
+           "build the forcings for grid.hr: `hpcds data forcings --overwrite`")
+    index = store_cells_for_grid(store, grid, what, fix, cells=(start, stop))
+    names = [static.orography, static.land_sea_mask]
+    at = slice(start, stop) if store.cell_order == "sfc" else index
+    values = np.asarray(store.read(0, names, cells=at), np.float64)[0, :, 0]  # (2, b-a)
+    orog = values[0] * orography_factor(static.orography_quantity)
+    lsm = values[1]
+    for key, name, field in (("orography", static.orography, orog),
+                             ("land_sea_mask", static.land_sea_mask, lsm)):
+        if np.isnan(field).any():
+            raise DataCheckError(f"data.static.{key}: {name!r} in {store.path} has NaNs on "
+                                 f"{int(np.isnan(field).sum())} cells at its first date; "
+                                 "static fields must cover the whole HR grid")
+    if lsm.min() < -MASK_SLACK or lsm.max() > 1.0 + MASK_SLACK:
+        raise DataCheckError(f"data.static.land_sea_mask: {static.land_sea_mask!r} in "
+                             f"{store.path} spans [{lsm.min():.4g}, {lsm.max():.4g}], not a "
+                             "land fraction in [0, 1]")
+    if orog.max() > MAX_OROGRAPHY_M:
+        raise DataCheckError(
+            f"data.static.orography_quantity: {static.orography!r} in {store.path} reaches "
+            f"{orog.max():.0f} m as a {static.orography_quantity.value}, above any mountain; "
+            "a surface geopotential (m² s⁻²) needs data.static.orography_quantity=geopotential")
+    return {"orog": orog, "lsm": np.clip(lsm, 0.0, 1.0)}
 
 
 def static_fields(terrain, grid: Grid) -> dict[str, np.ndarray]:
@@ -116,14 +203,58 @@ def static_fields(terrain, grid: Grid) -> dict[str, np.ndarray]:
 
 def write_forcings_store(path, grid: Grid, static: Mapping[str, np.ndarray],
                          date: np.datetime64, *, frequency: str, chunk_cells: int,
-                         attrs: dict | None = None, overwrite: bool = False):
-    """Write the static fields (float32) as a one-date store at `path`; returns the path."""
+                         config: StaticConfig | None = None, attrs: dict | None = None,
+                         overwrite: bool = False):
+    """Write the static fields {"orog": (n,) m, "lsm": (n,)} (float32) as a one-date store at
+    `path` in the form `config` (data.static) reads them: its variable names, the orography
+    as a geopotential if it says so. Returns the path."""
     from hpcds.data.store import create_store
 
-    values = np.stack([np.asarray(static[v], np.float64) for v in STATIC_VARIABLES])
-    with create_store(path, grid=grid, variables=list(STATIC_VARIABLES),
+    config = config or StaticConfig()
+    geopotential = config.orography_quantity is OrographyQuantity.geopotential
+    names = [config.orography, config.land_sea_mask]
+    values = np.stack([np.asarray(static["orog"], np.float64)
+                       / orography_factor(config.orography_quantity),
+                       np.asarray(static["lsm"], np.float64)])
+    units = {names[0]: "m**2 s**-2" if geopotential else "m", names[1]: "1"}
+    with create_store(path, grid=grid, variables=names,
                       dates=np.array([np.datetime64(date, "s")]), frequency=frequency,
-                      units=dict(STATIC_UNITS), chunk_cells=chunk_cells, attrs=attrs,
+                      units=units, chunk_cells=chunk_cells, attrs=attrs,
                       overwrite=overwrite) as writer:
         writer.write(0, values[:, None, :].astype(np.float32))
     return path
+
+
+def build_forcings_store(cfg: HpcdsConfig, *, overwrite: bool = False,
+                         config_yaml: str | None = None) -> tuple[str, dict[str, np.ndarray]]:
+    """`hpcds data forcings`: the static fields of grid.hr from ETOPO5 (benchmark.terrain_file,
+    see `static_fields`), written to data.forcings_store as data.static reads them.
+
+    An existing store is refused before any work unless `overwrite`, and replaced only once
+    the new one is complete (`create_store`). Returns (path, {"orog", "lsm"} (n,) float64)."""
+    from hpcds import __version__
+    from hpcds.atomic import exists_error
+    from hpcds.data.terrain import load_terrain
+    from hpcds.grids.grid_cache import cached_grid
+
+    d = cfg.data
+    if d.static.source is not StaticSource.forcings_store:
+        raise ConfigError("data.static.source: `hpcds data forcings` writes data.forcings_store, "
+                          "but data.static.source=hr_store reads the HR store; set "
+                          "data.static.source=forcings_store to use it")
+    path = Path(d.forcings_store)
+    if (path.exists() or path.is_symlink()) and not overwrite:
+        raise exists_error(path)
+    terrain = load_terrain(cfg.benchmark.terrain_file)
+    grid = cached_grid(cfg.grid.hr, cfg.grid.cache_dir)
+    static = static_fields(terrain, grid)
+    provenance = {"tool": "hpcds data forcings", "hpcds_version": __version__,
+                  "terrain_source": f"ETOPO5 (NOAA NGDC) via Debian ferret-datasets: "
+                                    f"{cfg.benchmark.terrain_file}",
+                  "grid": grid.name}
+    attrs = {"provenance": provenance,
+             **({"hpcds_config": config_yaml} if config_yaml is not None else {})}
+    write_forcings_store(path, grid, static, STATIC_DATE, frequency="6h",
+                         chunk_cells=FORCINGS_CHUNK_CELLS, config=d.static, attrs=attrs,
+                         overwrite=overwrite)
+    return str(path), static

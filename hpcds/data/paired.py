@@ -1,4 +1,5 @@
-"""`PairedDataset`: LR, HR and forcings stores paired on common dates, for one HR shard.
+"""`PairedDataset`: LR and HR stores paired on common dates, with the static fields (from
+the forcings store or the HR store, data.static), for one HR shard.
 
 A sample (date t, HR cells [a, b) of the SFC order) is
 
@@ -21,10 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from hpcds.atomic import atomic_write_text
-from hpcds.config.schema import HpcdsConfig, NanPolicy
+from hpcds.config.schema import HpcdsConfig, NanPolicy, StaticConfig
 from hpcds.data.cells import store_cells_for_grid
 from hpcds.data.dates import DateReport, iso, match_dates, parse_date, parse_frequency
-from hpcds.data.forcings import forcing_fields, static_forcings_from_store
+from hpcds.data.forcings import forcing_fields, static_forcings_from_store, static_store
 from hpcds.data.stats import RunningStats
 from hpcds.data.store import Store, open_store
 from hpcds.errors import DataCheckError, StoreError
@@ -69,14 +70,17 @@ class Normalisation:
 
 
 class PairedDataset:
-    def __init__(self, lr: Store, hr: Store, forcings: Store, *, lr_grid: Grid, hr_grid: Grid,
-                 variables: list[str], report: DateReport, nan_policy: NanPolicy,
+    def __init__(self, lr: Store, hr: Store, static_store: Store, *, lr_grid: Grid,
+                 hr_grid: Grid, variables: list[str], report: DateReport, nan_policy: NanPolicy,
                  hr_cells: tuple[int, int] | None = None,
-                 cache_dir: str | os.PathLike | None = None):
-        """cache_dir: where this shard's interpolation rows are cached (None: built)."""
+                 cache_dir: str | os.PathLike | None = None,
+                 static: StaticConfig | None = None):
+        """static_store: where the static fields are read (`static_forcings_from_store`) as
+        `static` (data.static) says; cache_dir: where this shard's interpolation rows are
+        cached (None: built)."""
         for store, role in ((lr, "LR"), (hr, "HR")):
             check_variables(store, variables, role)
-        self.lr, self.hr, self.forcings_store = lr, hr, forcings
+        self.lr, self.hr, self.static_store = lr, hr, static_store
         self.lr_grid, self.hr_grid = lr_grid, hr_grid
         self.variables = list(variables)
         self.report = report
@@ -93,7 +97,9 @@ class PairedDataset:
                                              cache_dir=cache_dir).tocsc()
         self.lr_needed = np.flatnonzero(np.diff(interp.indptr))  # LR cells (SFC) this shard uses
         self.interp = interp[:, self.lr_needed].tocsr()  # (b-a, n_needed)
-        self._static = static_forcings_from_store(forcings, hr_grid, self.hr_cells)
+        # {"orog": m, "lsm": fraction}, (b-a,) float64 each: this shard's static fields
+        self.static_fields = static_forcings_from_store(static_store, hr_grid, static,
+                                                        self.hr_cells)
         self._lr_time = {d: i for i, d in enumerate(lr.dates)}
         self._hr_time = {d: i for i, d in enumerate(hr.dates)}
         self.dates = report.dates
@@ -105,8 +111,8 @@ class PairedDataset:
     def from_config(cls, cfg: HpcdsConfig, hr_cells: tuple[int, int] | None = None,
                     require_complete: bool = True) -> "PairedDataset":
         d = cfg.data
-        lr, hr, forcings = (open_store(getattr(d, key), f"data.{key}")
-                            for key in ("lr_store", "hr_store", "forcings_store"))
+        lr, hr = (open_store(getattr(d, key), f"data.{key}") for key in ("lr_store", "hr_store"))
+        static_source = static_store(d, hr)
         if lr.frequency != hr.frequency:
             raise DataCheckError(f"LR frequency {lr.frequency} differs from HR frequency "
                                  f"{hr.frequency}: the stores must share a time step")
@@ -124,9 +130,9 @@ class PairedDataset:
             raise DataCheckError(f"{report.describe()}; fix the stores or restrict "
                                  "data.start_date/data.end_date")
         cache = cfg.grid.cache_dir  # large grids: built once, then memory-mapped
-        ds = cls(lr, hr, forcings, lr_grid=cached_grid(cfg.grid.lr, cache),
+        ds = cls(lr, hr, static_source, lr_grid=cached_grid(cfg.grid.lr, cache),
                  hr_grid=cached_grid(cfg.grid.hr, cache), variables=d.variables, report=report,
-                 nan_policy=d.nan_policy, hr_cells=hr_cells, cache_dir=cache)
+                 nan_policy=d.nan_policy, hr_cells=hr_cells, cache_dir=cache, static=d.static)
         if d.nan_policy is NanPolicy.skip_date:
             ds.drop_dates(sorted({i for _, i in ds.nan_dates()}))
         return ds
@@ -233,6 +239,6 @@ class PairedDataset:
             "cond": ((cond - n.input_mean[:, None]) / n.input_std[:, None]).astype(np.float32),
             "target": ((target - n.residual_mean[:, None]) / n.residual_std[:, None]
                        ).astype(np.float32),
-            "forcings": forcing_fields(self.hr_grid, self._static, self.dates[i],
+            "forcings": forcing_fields(self.hr_grid, self.static_fields, self.dates[i],
                                        cells=self.hr_cells)[1],
         }

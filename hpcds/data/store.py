@@ -8,7 +8,8 @@ Layout (a zarr group; written as zarr_format 2 like anemoi-datasets, read as 2 o
     native_index (cell,) int64         position of each cell in the grid's native order
     mean, stdev, minimum, maximum, sums, squares, count (variable,) float64; has_nans bool
     attrs: variables, name_to_index, frequency, start_date, end_date, missing_dates,
-           resolution, field_shape, flatten_grid, ensemble_dimension, units, cell_order, …
+           resolution, field_shape, flatten_grid, ensemble_dimension, units,
+           variables_metadata, cell_order, …
 
 Each array carries ``_ARRAY_DIMENSIONS`` so xarray opens the group as a Dataset. Chunks span
 all variables but only ``chunk_cells`` cells, so a model-parallel rank that owns a contiguous
@@ -30,71 +31,27 @@ import zarr
 from hpcds.atomic import exists_error, publish_dir, remove_path, temp_sibling, writing
 from hpcds.data.chunks import axis_key, decoding
 from hpcds.data.dates import as_dates, frequency_string, iso, list_dates, parse_frequency
+from hpcds.data.layout import (DIMS, add_array, anemoi_root_attrs, group_coordinates,
+                               read_variables_metadata, write_grid_coordinates)
 from hpcds.data.stats import RunningStats
 from hpcds.errors import StoreError
 from hpcds.grids.geometry import Grid
 
-DIMS = ("time", "variable", "ensemble", "cell")
 STATISTICS = ("mean", "stdev", "minimum", "maximum", "sums", "squares", "count", "has_nans")
-_COORD_CHUNK = 1 << 22  # (cell,) arrays: few chunks even at O2560, each small enough to fetch
 _STATS_BLOCK = 1 << 20  # cells per statistics update: bounds the float64 temporaries
-
-
-# ------------------------------------------------------------------------------- helpers
-
-
-def _add_array(group, name, values, dims, chunks=None):
-    """A fully written auxiliary array with its xarray dimension names."""
-    values = np.asarray(values)
-    # no fill value: zarr's default (0 / False) would make xarray mask real zeros, e.g. the
-    # equator in `latitudes` or native_index 0, and turn ints and bools into floats
-    array = group.create_array(name, shape=values.shape, dtype=values.dtype,
-                               chunks=chunks or values.shape, fill_value=None)
-    array[...] = values
-    array.attrs["_ARRAY_DIMENSIONS"] = list(dims)
-    return array
+# what to do about a missing store, by the config key that names it
+_PAIR_FIX = ("set {key} to an anemoi-datasets store, or run `hpcds data benchmark` (a "
+             "synthetic pair)")
+MISSING_STORE_FIX = {
+    "data.lr_store": _PAIR_FIX,
+    "data.hr_store": _PAIR_FIX,
+    "data.forcings_store": "set {key}, run `hpcds data forcings` (static fields from ETOPO5 on "
+                           "grid.hr), or set data.static.source=hr_store (the HR store's "
+                           "constant fields)",
+}
 
 
 # -------------------------------------------------------------------------------- writer
-
-
-def anemoi_root_attrs(grid: Grid, variables: list[str], step: np.timedelta64,
-                      dates: np.ndarray, missing: np.ndarray, units: dict[str, str],
-                      resolution: str | None = None) -> dict:
-    """The root attributes of the anemoi-datasets layout for cells in the grid's SFC order."""
-    if resolution is None:  # "O320" → "O320", "0.25/0.25" → "0.25", "alps@0.125" → "0.125"
-        resolution = grid.name.split("@")[-1].split("/")[0]
-    return {
-        "variables": list(variables),
-        "name_to_index": {v: i for i, v in enumerate(variables)},
-        "frequency": frequency_string(step),
-        "start_date": iso(dates[0]),
-        "end_date": iso(dates[-1]),
-        "missing_dates": [iso(d) for d in np.unique(missing)],
-        "resolution": resolution,
-        "field_shape": [int(s) for s in grid.field_shape],
-        "flatten_grid": True,
-        "ensemble_dimension": 2,
-        "units": dict(units),
-        "cell_order": "sfc",  # cells follow the grid's space-filling curve; see native_index
-        "grid": grid.name,
-    }
-
-
-def write_grid_coordinates(group, grid: Grid) -> None:
-    """`latitudes`, `longitudes` (float64) and `native_index` (int64) of the grid's SFC-ordered
-    cells, each (cell,) with its xarray dimension name."""
-    n_cells = grid.size
-    coord_chunks = (min(n_cells, _COORD_CHUNK),)
-    for name, values in (
-        ("latitudes", np.asarray(grid.latitudes, dtype=np.float64)),
-        ("longitudes", np.asarray(grid.longitudes, dtype=np.float64)),
-        ("native_index", np.asarray(grid.native_index, dtype=np.int64)),
-    ):
-        if values.shape != (n_cells,):
-            raise StoreError(f"grid {grid.name}: {name} has shape {values.shape}, "
-                             f"expected ({n_cells},)")
-        _add_array(group, name, values, ["cell"], chunks=coord_chunks)
 
 
 def create_store(
@@ -155,7 +112,8 @@ def create_store(
 
     n_cells = grid.size
     root_attrs = anemoi_root_attrs(grid, variables, step, dates, missing,
-                                   {v: units.get(v, "") for v in variables}, resolution)
+                                   {v: {"units": units.get(v, "")} for v in variables},
+                                   resolution)
     extra = dict(attrs or {})
     reserved = sorted(set(extra) & set(root_attrs))
     if reserved:
@@ -180,7 +138,7 @@ def create_store(
                 fill_value=np.nan,  # unwritten (missing) dates read back as NaN
             )
             data.attrs["_ARRAY_DIMENSIONS"] = list(DIMS)
-            _add_array(group, "dates", dates, ["time"])
+            add_array(group, "dates", dates, ["time"])
             write_grid_coordinates(group, grid)
             group.attrs.update(root_attrs)
         except BaseException:
@@ -261,7 +219,7 @@ class StoreWriter:
             with writing(self.path):
                 group = zarr.open_group(self.tmp_path, mode="r+", zarr_format=2)
                 for name, values in self.stats.arrays().items():
-                    _add_array(group, name, values, ["variable"])
+                    add_array(group, name, values, ["variable"])
                 # one metadata read for readers (and xarray) instead of one per array
                 zarr.consolidate_metadata(self.tmp_path, zarr_format=2)
                 publish_dir(self.tmp_path, self.path, overwrite=self._overwrite)
@@ -281,13 +239,14 @@ class StoreWriter:
 # -------------------------------------------------------------------------------- reader
 
 
-def open_store(path: str | os.PathLike | zarr.storage.StoreLike, key: str = "data.lr_store"
+def open_store(path: str | os.PathLike | zarr.storage.StoreLike, key: str | None = None
                ) -> Store:
     """Open and check a store: a directory, or any zarr StoreLike (remote, wrapped, …);
-    `key`: the config key that names it, for the error if there is none."""
+    `key`: the config key that names it, for the error if there is none (and a reopening's)."""
     if isinstance(path, (str, os.PathLike)):
         if not Path(path).exists():
-            raise StoreError(f"no store at {path}; run `hpcds data benchmark` or set {key}")
+            fix = ("; " + MISSING_STORE_FIX.get(key, "set {key}").format(key=key)) if key else ""
+            raise StoreError(f"no store at {path}{fix}")
         source = str(path)
     else:
         source = path
@@ -297,31 +256,24 @@ def open_store(path: str | os.PathLike | zarr.storage.StoreLike, key: str = "dat
         raise StoreError(f"{path} is not a zarr group ({type(e).__name__}); "
                          "point to an anemoi-datasets store") from None
     by_path = isinstance(path, (str, os.PathLike))
-    return Store(group, str(path) if by_path else repr(path), reopen=by_path)
-
-
-def group_coordinates(group, cells: slice | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(latitudes, longitudes) float64 of `cells` of a store's zarr group. A slice reads only
-    those cells: at O2560 the whole arrays are 0.4 GB per store, and a model-parallel rank
-    needs only its own range."""
-    if isinstance(cells, slice):
-        return tuple(np.asarray(group[name][cells], dtype=np.float64)
-                     for name in ("latitudes", "longitudes"))
-    return tuple(np.asarray(group[name][...], dtype=np.float64)[cells]
-                 for name in ("latitudes", "longitudes"))
+    return Store(group, str(path) if by_path else repr(path), reopen=by_path, key=key)
 
 
 class Store:
     """A read-only anemoi-datasets store: coordinates load lazily, `read` fetches only its chunks.
 
     path, variables, dates (time,) datetime64[s], frequency, missing_dates (datetime64[s]),
-    resolution, field_shape, units, cell_order ("sfc" or "native"), attrs (all root attributes),
-    n_cells, n_ensemble; latitudes/longitudes/native_index/statistics are read on first use.
+    resolution, field_shape, units ({variable: units}, "" where unknown), variables_metadata
+    ({variable: {units, standard_name?, long_name?}}), constant_fields (None when the store
+    does not say), cell_order ("sfc" or "native"), attrs (all root attributes), n_cells,
+    n_ensemble; latitudes/longitudes/native_index/statistics are read on first use.
     """
 
-    def __init__(self, group: zarr.Group, path: str, reopen: bool = False):
+    def __init__(self, group: zarr.Group, path: str, reopen: bool = False,
+                 key: str | None = None):
         self.path = path
         self._reopen = reopen  # whether `path` alone can reopen it (for pickling)
+        self._key = key  # the config key naming it, for a reopening's errors
         self._group = group
         self.attrs: dict = dict(group.attrs)
         data = self._array("data", "not an anemoi-datasets store")
@@ -355,7 +307,11 @@ class Store:
         self.resolution: str | None = self.attrs.get("resolution")
         fs = self.attrs.get("field_shape")
         self.field_shape: tuple[int, ...] | None = tuple(int(s) for s in fs) if fs else None
-        self.units: dict[str, str] = dict(self.attrs.get("units") or {})
+        self.variables_metadata = read_variables_metadata(self.attrs, self.variables)
+        self.units: dict[str, str] = {v: m["units"] for v, m in self.variables_metadata.items()}
+        constant = self.attrs.get("constant_fields")  # anemoi-datasets lists them
+        self.constant_fields: list[str] | None = (None if constant is None
+                                                  else [str(v) for v in constant])
         # stores written by other tools keep the grid's native order
         self.cell_order: str = self.attrs.get("cell_order", "native")
 
@@ -383,7 +339,7 @@ class Store:
     def __reduce__(self):
         # reopen by path in another process (e.g. a DataLoader worker) instead of pickling zarr
         if self._reopen:
-            return open_store, (self.path,)
+            return open_store, (self.path, self._key)
         raise TypeError(f"a Store opened from {self.path} cannot be pickled; open it by path")
 
     @property

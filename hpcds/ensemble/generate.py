@@ -72,7 +72,7 @@ from hpcds.config.load import to_yaml
 from hpcds.config.schema import HpcdsConfig, Schedule, Solver
 from hpcds.data.cells import store_cells_for_grid
 from hpcds.data.dates import iso
-from hpcds.data.forcings import forcing_fields, static_forcings_from_store
+from hpcds.data.forcings import forcing_fields
 from hpcds.data.paired import PairedDataset, require_finite
 from hpcds.diffusion.noise import batch_noise, make_noise_fn
 from hpcds.diffusion.samplers import sample, spectrum_min_steps
@@ -173,7 +173,7 @@ def provenance(cfg: HpcdsConfig, model: SamplingModel, ds: PairedDataset, sigmas
         "noise": "counter-based (hpcds.diffusion.noise), stream seed blake2b(seed, date), "
                  "member key (lr_member << 32 | member), step -1 = initial latents",
         "lr_store": str(Path(ds.lr.path).resolve()),
-        "forcings_store": str(Path(ds.forcings_store.path).resolve()),
+        "static_store": str(Path(ds.static_store.path).resolve()),
         "normalisation": ds.normalisation.to_dict(),
         "statistics": "none: the ensemble store carries no statistics arrays",
     }
@@ -189,7 +189,7 @@ class _Conditioner:
         lr_index = store_cells_for_grid(ds.lr, ds.lr_grid, "the LR store",
                                         f"set grid.lr to the store's grid ({ds.lr.resolution})")
         self.lr_cells = lr_index[ds.lr_needed]
-        self.static = static_forcings_from_store(ds.forcings_store, ds.hr_grid, ds.hr_cells)
+        self.static = ds.static_fields
         n = ds.normalisation
         self.mean, self.std = n.input_mean[:, None], n.input_std[:, None]
         self._date, self._cache = None, {}
@@ -277,7 +277,8 @@ def generate(cfg: HpcdsConfig, *, checkpoint: str | os.PathLike | None = None,
                             chunk_cells=chunk_cells)
     store, created = ranks.open_store(
         cfg.sampling.output, layout, identity=sampling_identity(cfg, model, ds.lr.path),
-        overwrite=overwrite, units=ds.hr.units, config_yaml=to_yaml(cfg),
+        overwrite=overwrite, metadata=ds.hr.variables_metadata,
+        config_yaml=to_yaml(cfg),
         provenance={**provenance(cfg, model, ds, sigmas),
                     "parallel": {"model_parallel": ranks.P, "ensemble_groups": ranks.D,
                                  "hr_ranges": [list(r) for r in hr_ranges]}})

@@ -17,7 +17,10 @@ Layout (zarr_format 2, like every hpcds store; see `hpcds.data.store`):
 Attributes: the anemoi root attributes (variables, name_to_index, frequency, start_date,
 end_date, missing_dates, resolution, field_shape, flatten_grid, ensemble_dimension, units,
 cell_order "sfc", grid), CF-style per-variable metadata `variables_metadata` ({name: {units,
-standard_name, long_name}}) where known, `Conventions`, `provenance` (hpcds version, creation
+standard_name, long_name}}: the HR store's, else hpcds's table, see `variables_metadata`),
+`hpcds_format` "hpcds-ensemble" (what `EnsembleStore` checks; stores written before it have
+`format` instead, which anemoi-datasets reads as its own layout name and refuses, so it is no
+longer written), `Conventions`, `provenance` (hpcds version, creation
 time, checkpoint path and SHA-256, solver/schedule/steps/seed, …), `hpcds_config` (the resolved
 config YAML) and `identity`: what a rerun must agree on to resume (see `check_identity`).
 `data` lists `dates latitudes longitudes lr_member` in its CF `coordinates` attribute, so
@@ -49,18 +52,23 @@ import zarr
 from hpcds.atomic import exists_error, publish_dir, remove_path, temp_sibling, writing
 from hpcds.data.chunks import decoding
 from hpcds.data.dates import as_dates, frequency_string, iso, list_dates, parse_frequency
-from hpcds.data.store import (DIMS, _add_array, anemoi_root_attrs, group_coordinates,
+from hpcds.data.layout import (CF_KEYS, DIMS, add_array, anemoi_root_attrs, group_coordinates,
                                write_grid_coordinates)
 from hpcds.errors import StoreError
 from hpcds.grids.geometry import Grid
 
 FORMAT = "hpcds-ensemble"
 FORMAT_VERSION = 1
+# the root attribute holding FORMAT; anemoi-datasets' open_dataset takes `layout`, else
+# `format`, as its layout name (gridded, tabular, …) and refuses any other value, so ours has a
+# name of its own. LEGACY_MARKER: where stores written before kept it (still read)
+MARKER, LEGACY_MARKER = "hpcds_format", "format"
 # what to do about an existing store that cannot be resumed (the default: sampling's view)
 SAMPLING_FIX = "pick another sampling.output or pass --overwrite"
 RESAMPLE = "sample it again (`hpcds sample --overwrite`) or restore it from a copy"
 
-# CF metadata of the variables hpcds knows (ECMWF short names → CF standard names, units)
+# CF metadata of the variables the benchmark writes (ECMWF short names → CF standard names,
+# units); a store's own metadata takes precedence
 CF_VARIABLES: dict[str, dict[str, str]] = {
     "2t": {"standard_name": "air_temperature", "long_name": "2 metre temperature",
            "units": "K"},
@@ -75,16 +83,18 @@ CF_VARIABLES: dict[str, dict[str, str]] = {
 }
 
 
-def variables_metadata(variables: Sequence[str], units: Mapping[str, str] | None = None
+def variables_metadata(variables: Sequence[str],
+                       source: Mapping[str, Mapping[str, str]] | None = None
                        ) -> dict[str, dict[str, str]]:
-    """{name: {units, standard_name?, long_name?}}: CF names where known; `units` (e.g. the
-    HR store's) take precedence over the table's."""
-    units = dict(units or {})
+    """{name: {units, standard_name?, long_name?}}: each key from `source` (the HR store's
+    `Store.variables_metadata`, which reads anemoi-datasets' `variables_metadata`) where it is
+    set, else from `CF_VARIABLES`; units "" where neither knows them."""
+    source = source or {}
     out = {}
     for name in variables:
         meta = dict(CF_VARIABLES.get(name, {}))
-        if units.get(name):
-            meta["units"] = units[name]
+        meta.update({k: str(v) for k, v in (source.get(name) or {}).items()
+                     if k in CF_KEYS and v})
         meta.setdefault("units", "")
         out[name] = meta
     return out
@@ -133,12 +143,14 @@ def _identity_json(identity: Mapping) -> dict:
 
 
 def create_ensemble_store(path: str | os.PathLike, layout: EnsembleLayout, *,
-                          units: Mapping[str, str] | None = None,
+                          metadata: Mapping[str, Mapping[str, str]] | None = None,
                           identity: Mapping | None = None, provenance: Mapping | None = None,
                           config_yaml: str | None = None, overwrite: bool = False
                           ) -> "EnsembleStore":
     """Create the (empty) store at `path` atomically and return it opened for writing.
 
+    metadata: per-variable {units, standard_name, long_name}, e.g. the HR store's
+    `variables_metadata` (see `variables_metadata`);
     identity: JSON data a rerun must match to resume (checkpoint hash, solver settings, …);
     provenance: JSON data recorded for readers. An existing `path` is an error unless
     `overwrite` (then it is replaced only once the new metadata is complete).
@@ -156,15 +168,13 @@ def create_ensemble_store(path: str | os.PathLike, layout: EnsembleLayout, *,
     axis, missing = regular_axis(layout.dates, step)
     grid = layout.grid
     n_cells, n_members = grid.size, layout.n_members
-    meta = variables_metadata(variables, units)
     attrs = {
         **anemoi_root_attrs(grid, variables, step, axis, missing,
-                            {v: meta[v]["units"] for v in variables}),
+                            variables_metadata(variables, metadata)),
         "Conventions": "CF-1.10",
         "title": "hpcds downscaled ensemble",
-        "variables_metadata": meta,
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        MARKER: FORMAT,
+        f"{MARKER}_version": FORMAT_VERSION,
         "lr_members": int(layout.lr_members),
         "members_per_lr_member": int(layout.members),
         "member_order": "output member k*members_per_lr_member + m is HR member m of LR "
@@ -194,14 +204,14 @@ def create_ensemble_store(path: str | os.PathLike, layout: EnsembleLayout, *,
                 "_ARRAY_DIMENSIONS": ["time", "ensemble"],
                 "long_name": "1 once every cell of (date, member) is written",
             })
-            _add_array(group, "dates", axis, ["time"])
+            add_array(group, "dates", axis, ["time"])
             write_grid_coordinates(group, grid)
             group["latitudes"].attrs.update({"units": "degrees_north",
                                              "standard_name": "latitude"})
             group["longitudes"].attrs.update({"units": "degrees_east",
                                               "standard_name": "longitude"})
             lr_member = np.repeat(np.arange(layout.lr_members, dtype=np.int64), layout.members)
-            _add_array(group, "lr_member", lr_member, ["ensemble"])
+            add_array(group, "lr_member", lr_member, ["ensemble"])
             names = group.create_array("variable", shape=(len(variables),), dtype=str,
                                        chunks=(len(variables),), fill_value=None)
             names[...] = np.array(variables)
@@ -226,8 +236,8 @@ class EnsembleStore:
         self.path, self.mode = path, mode
         self._group = group
         self.attrs = dict(group.attrs)
-        if self.attrs.get("format") != FORMAT:
-            raise StoreError(f"{path} is not an hpcds ensemble store (no format={FORMAT!r} "
+        if self.attrs.get(MARKER, self.attrs.get(LEGACY_MARKER)) != FORMAT:
+            raise StoreError(f"{path} is not an hpcds ensemble store (no {MARKER}={FORMAT!r} "
                              f"attribute); {fix}")
         self._data, self._done = group["data"], group["done"]
         self.variables = [str(v) for v in self.attrs["variables"]]

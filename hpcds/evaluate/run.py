@@ -49,6 +49,7 @@ from hpcds.evaluate.sources import (
     ordered_sources,
 )
 from hpcds.evaluate.spectra import high_wavenumber_ratio, spectral_ratio, spectrum_for_grid
+from hpcds.errors import StoreError
 
 EXTREME_CAP = 200_000  # values kept per (source, variable) for quantiles and q-q
 MAP_MEMBERS = 2  # members of each forecast on the maps
@@ -173,6 +174,10 @@ def evaluate(cfg, forecasts, truth_path=None, out_dir="eval",
     baselines; write `out_dir/scores.json`; return the scores with `summary` (five lines)."""
     started = time.perf_counter()
     paths = forecast_paths(forecasts)  # bad labels and missing stores fail before any work
+    if truth_path is not None and not Path(truth_path).exists():
+        # checked here: PairedDataset would name data.hr_store, which --truth replaces
+        raise StoreError(f"no truth store at {truth_path} (--truth): pass an HR store, or "
+                         "leave --truth out to score against data.hr_store")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     c = copy.deepcopy(cfg)
@@ -187,7 +192,7 @@ def evaluate(cfg, forecasts, truth_path=None, out_dir="eval",
     if deterministic_checkpoint is not None:
         det = StoreSource("deterministic", baselines.deterministic_store(
             c, deterministic_checkpoint, out_dir, progress), ds)
-    orography = oracle.law.geometry.orog_hr if oracle is not None else _orography(ds)
+    orography = oracle.law.geometry.orog_hr if oracle is not None else ds.static_fields["orog"]
     regions = regions_for_grid(ds.hr_grid, orography_m=orography,
                                terrain_mask_m=c.evaluation.terrain_mask_m)
     w = ds.hr_grid.area_weights
@@ -236,11 +241,6 @@ def evaluate(cfg, forecasts, truth_path=None, out_dir="eval",
         np.savez_compressed(f, **{k: v for k, v in (maps or {}).items() if k != "date"})
     result["maps"] = maps
     return result
-
-
-def _orography(ds):
-    static = getattr(ds, "_static", None)
-    return np.asarray(static["orog"]) if isinstance(static, dict) and "orog" in static else None
 
 
 def _crps(entry: dict) -> float:

@@ -180,7 +180,42 @@ def wrong_type(w, tmp, mp):
 @case
 def missing_store(w, tmp, mp):
     return (["data", "check", *args(w, f"data.hr_store={tmp}/none.zarr")],
-            f"no store at {tmp}/none.zarr; run `hpcds data benchmark` or set data.hr_store")
+            f"no store at {tmp}/none.zarr; set data.hr_store to an anemoi-datasets store, or "
+            "run `hpcds data benchmark` (a synthetic pair)")
+
+
+@case
+def missing_forcings_store(w, tmp, mp):
+    return (["data", "check", *args(w, f"data.forcings_store={tmp}/none.zarr")],
+            f"no store at {tmp}/none.zarr; set data.forcings_store, run `hpcds data forcings`")
+
+
+@case
+def missing_truth_store(w, tmp, mp):
+    return (["evaluate", *args(w), "--forecast", f"{w}/ensemble.zarr", "--truth",
+             f"{tmp}/none.zarr", "--out", f"{tmp}/eval"],
+            f"no truth store at {tmp}/none.zarr (--truth): pass an HR store")
+
+
+@case
+def static_variable_absent(w, tmp, mp):
+    return (["data", "check", *args(w, "data.static.orography=z")],
+            f"data.static.orography: the forcings store {w}/data/forcings.zarr has no variable "
+            "'z' (it has orog, lsm)")
+
+
+@case
+def static_units_contradict(w, tmp, mp):
+    return (["train", *args(w, "data.static.orography_quantity=geopotential")],
+            "data.static.orography_quantity: 'orog' in "
+            f"{w}/data/forcings.zarr has units 'm', a height; set "
+            "data.static.orography_quantity=height")
+
+
+@case
+def forcings_exist(w, tmp, mp):
+    return (["data", "forcings", *args(w)],
+            f"{w}/data/forcings.zarr exists; pass --overwrite")
 
 
 @case

@@ -7,8 +7,8 @@ import pytest
 
 from hpcds.cli.main import main
 
-COMMANDS = [[], ["data"], ["data", "benchmark"], ["data", "check"], ["data", "stats"],
-            ["grid"], ["grid", "info"], ["train"], ["sample"]]
+COMMANDS = [[], ["data"], ["data", "benchmark"], ["data", "forcings"], ["data", "check"],
+            ["data", "stats"], ["grid"], ["grid", "info"], ["train"], ["sample"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "hpcds")

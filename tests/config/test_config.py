@@ -46,12 +46,31 @@ def test_overrides_take_precedence_and_are_typed():
     ("training.steps=-1", "expected an integer >= 0"),
     ("model.window=7", "expected an even integer >= 2"),
     ("steps", "is not key=value"),
+    ("data.static.source=hr", "bad value 'hr' for config key 'data.static.source' in override "
+                              "'data.static.source=hr': expected one of forcings_store, hr_store"),
+    ("data.static.orography_quantity=m", "expected one of height, geopotential"),
+    ('data.static.orography=""', "bad value '' for config key 'data.static.orography': expected "
+                               "the name of a variable"),
+    ("data.static.land_sea_mask=orog", "config key 'data.static.land_sea_mask': expected "
+                                       "another variable than data.static.orography='orog'"),
+    ("data.static.elevation=z", "unknown config key 'data.static.elevation': data.static has "
+                                "keys source, orography, orography_quantity, land_sea_mask"),
 ])
 def test_bad_overrides_are_one_line_errors(override, expected):
     with pytest.raises(ConfigError) as err:
         load_config("tiny", [override])
     assert expected in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_static_fields_from_the_hr_store_must_not_be_modelled_variables():
+    cfg = load_config("tiny", ["data.static.source=hr_store", "data.static.orography=z",
+                               "data.static.orography_quantity=geopotential"])
+    assert cfg.data.static.orography == "z" and cfg.data.static.land_sea_mask == "lsm"
+    with pytest.raises(ConfigError, match=r"^bad value '2t' for config key "
+                                          r"'data.static.orography': expected a time-constant "
+                                          r"field of data.hr_store, not one of the modelled"):
+        load_config("tiny", ["data.static.source=hr_store", "data.static.orography=2t"])
 
 
 def test_unknown_key_in_yaml_names_file_key_and_valid_keys(tmp_path):

@@ -3,13 +3,16 @@
 import numpy as np
 import pytest
 
+from hpcds.config.schema import OrographyQuantity, StaticConfig, StaticSource
 from hpcds.data.forcings import (
     FORCING_NAMES,
+    GRAVITY,
     forcing_fields,
     static_forcings_from_store,
+    units_quantity,
     write_forcings_store,
 )
-from hpcds.data.store import open_store
+from hpcds.data.store import create_store, open_store
 from hpcds.errors import DataCheckError
 from hpcds.grids.geometry import Grid
 
@@ -78,9 +81,97 @@ def test_forcings_store_round_trip(tmp_path):
                          chunk_cells=8, attrs={"provenance": {"test": True}})
     store = open_store(path)
     assert store.units == {"orog": "m", "lsm": "1"}
-    read = static_forcings_from_store(store, grid, (5, 25))
+    read = static_forcings_from_store(store, grid, cells=(5, 25))
     for name in ("orog", "lsm"):
         np.testing.assert_allclose(read[name], static[name][5:25].astype(np.float32))
     other = points_grid(grid.latitudes + 1.0, grid.longitudes)
     with pytest.raises(DataCheckError, match="another grid"):
-        static_forcings_from_store(store, other, (0, 30))
+        static_forcings_from_store(store, other, cells=(0, 30))
+
+
+# ------------------------------------------------------------- data.static: names, units
+
+GEOPOTENTIAL = StaticConfig(orography="z", land_sea_mask="LSM",
+                            orography_quantity=OrographyQuantity.geopotential)
+
+
+def static_store(path, grid, fields: dict, units: dict, n_dates=1, attrs=None):
+    """A store holding `fields` {name: (n,)} constant over `n_dates` six-hourly dates."""
+    names = list(fields)
+    dates = np.datetime64("2026-01-01T00", "s") + np.arange(n_dates) * np.timedelta64(6, "h")
+    with create_store(path, grid=grid, variables=names, dates=dates, frequency="6h",
+                      units=units, chunk_cells=8, attrs=attrs) as writer:
+        for t in range(n_dates):
+            writer.write(t, np.stack([fields[n] for n in names])[:, None, :])
+    return open_store(path)
+
+
+@pytest.fixture
+def grid():
+    rng = np.random.default_rng(2)
+    return points_grid(rng.uniform(40, 50, 20), rng.uniform(0, 20, 20))
+
+
+def test_geopotential_is_divided_by_standard_gravity(tmp_path, grid):
+    height = np.linspace(0.0, 4000.0, 20)
+    lsm = np.linspace(0.0, 1.0, 20)
+    store = static_store(tmp_path / "s.zarr", grid, {"LSM": lsm, "z": height * 9.80665},
+                         {"z": "m**2 s**-2", "LSM": "(0 - 1)"})
+    read = static_forcings_from_store(store, grid, GEOPOTENTIAL)
+    # float32 storage: ~1e-7 relative
+    np.testing.assert_allclose(read["orog"], height, rtol=1e-6, atol=1e-3)
+    np.testing.assert_allclose(read["lsm"], lsm, rtol=1e-6)
+    assert GRAVITY == 9.80665
+    # hpcds's own writer stores geopotential when data.static asks for it, and reads it back
+    write_forcings_store(tmp_path / "f.zarr", grid, {"orog": height, "lsm": lsm},
+                         np.datetime64("2026-01-01"), frequency="6h", chunk_cells=8,
+                         config=GEOPOTENTIAL)
+    written = open_store(tmp_path / "f.zarr")
+    assert written.variables == ["z", "LSM"] and written.units["z"] == "m**2 s**-2"
+    np.testing.assert_allclose(written.read(0, ["z"])[0, 0, 0], height * 9.80665, rtol=1e-6)
+    np.testing.assert_allclose(static_forcings_from_store(written, grid, GEOPOTENTIAL)["orog"],
+                               height, rtol=1e-6, atol=1e-3)
+
+
+@pytest.mark.parametrize(("units", "quantity"), [
+    ("m", "height"), ("metres", "height"), ("m**2 s**-2", "geopotential"),
+    ("m2 s-2", "geopotential"), ("m^2/s^2", "geopotential"), ("", None), ("ft", None)])
+def test_units_name_the_quantity(units, quantity):
+    found = units_quantity(units)
+    assert (found.value if found else None) == quantity
+
+
+@pytest.mark.parametrize(("case", "message"), [
+    ("missing", r"^data.static.orography: the forcings store .* has no variable 'z' \(it has "
+                r"orog, lsm\)$"),
+    ("units", r"^data.static.orography_quantity: 'z' in .* has units 'm', a height; set "
+              r"data.static.orography_quantity=height$"),
+    ("mask", r"^data.static.land_sea_mask: 'LSM' in .* spans \[0, 100\], not a land fraction "
+             r"in \[0, 1\]$"),
+    ("nan", r"^data.static.land_sea_mask: 'LSM' in .* has NaNs on 1 cells"),
+    ("too-high", r"^data.static.orography_quantity: 'orog' in .* reaches 29420 m as a height, "
+                 r"above any mountain; a surface geopotential"),
+    ("varies", r"^data.static.orography: 'z' varies in time in the HR store .* \(its constant "
+               r"fields: LSM\); name a static field$"),
+])
+def test_bad_static_fields_name_the_key(tmp_path, grid, case, message):
+    height, lsm = np.linspace(0, 3000, 20), np.full(20, 0.5)
+    cfg, fields, units, kw = GEOPOTENTIAL, {"z": height * GRAVITY, "LSM": lsm}, {}, {}
+    if case == "missing":
+        fields = {"orog": height, "lsm": lsm}
+    elif case == "units":
+        fields, units = {"z": height, "LSM": lsm}, {"z": "m"}
+    elif case == "mask":
+        fields["LSM"] = np.linspace(0, 100, 20)  # a percentage
+    elif case == "nan":
+        fields["LSM"] = np.where(np.arange(20) == 3, np.nan, lsm)
+    elif case == "too-high":  # a geopotential without units, read as a height
+        cfg = StaticConfig()
+        fields = {"orog": np.linspace(0, 3000 * GRAVITY, 20), "lsm": lsm}
+    elif case == "varies":  # an anemoi-datasets HR store lists its constant fields
+        cfg = StaticConfig(source=StaticSource.hr_store, orography="z", land_sea_mask="LSM",
+                           orography_quantity=OrographyQuantity.geopotential)
+        kw = {"n_dates": 2, "attrs": {"constant_fields": ["LSM"]}}
+    store = static_store(tmp_path / "s.zarr", grid, fields, units, **kw)
+    with pytest.raises(DataCheckError, match=message):
+        static_forcings_from_store(store, grid, cfg)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ import zarr
 from zarr.storage import LocalStore, WrapperStore
 
 from hpcds.atomic import parse_temp
+from hpcds.data.layout import read_variables_metadata
 from hpcds.data.store import create_store, open_store
 from hpcds.errors import StoreError, UserError
 from hpcds.grids.geometry import Grid
@@ -82,6 +84,10 @@ def test_round_trip(tmp_path, grid, values):
     assert store.resolution == "30.0"
     assert store.field_shape == (6, 12)
     assert store.units == {"z_500": "m2 s-2", "t_850": "K", "q_700": ""}
+    # per-variable metadata as anemoi-datasets keeps it, the units again for older readers
+    assert store.attrs["variables_metadata"] == {"z_500": {"units": "m2 s-2"},
+                                                 "t_850": {"units": "K"}, "q_700": {"units": ""}}
+    assert store.attrs["units"] == store.units and store.constant_fields is None
     assert store.cell_order == "sfc"
     assert len(store.missing_dates) == 0
     attrs = store.attrs
@@ -102,6 +108,27 @@ def test_round_trip(tmp_path, grid, values):
     np.testing.assert_allclose(stats["squares"], (ref**2).sum(axis=1), rtol=1e-12)
     np.testing.assert_array_equal(stats["count"], [ref.shape[1]] * 3)
     np.testing.assert_array_equal(stats["has_nans"], [False] * 3)
+
+
+def test_metadata_as_anemoi_datasets_writes_it():
+    """The attributes `anemoi-datasets create` 0.5.47 wrote for a netCDF source (copied from
+    a real store; tests/anemoi create them with the real package): units inside
+    `variables_metadata`, no `units` attribute, constant fields listed."""
+    attrs = {"variables": ["lsm", "t2m", "z"], "constant_fields": ["lsm", "z"],
+             "variables_metadata": {
+                 "lsm": {"constant_in_time": True, "mars": {"param": "lsm", "units": "(0 - 1)"},
+                         "units": "(0 - 1)"},
+                 "t2m": {"mars": {"param": "t2m", "units": "K"}, "units": "K"},
+                 "z": {"constant_in_time": True, "mars": {"param": "z"},
+                       "units": "m**2 s**-2"}}}
+    assert read_variables_metadata(attrs, attrs["variables"]) == {
+        "lsm": {"units": "(0 - 1)"}, "t2m": {"units": "K"}, "z": {"units": "m**2 s**-2"}}
+    # the older hpcds attribute, and CF names where a store has them
+    assert read_variables_metadata({"units": {"a": "K"}, "variables_metadata": {
+        "b": {"units": "m", "long_name": "height", "standard_name": "altitude"}}},
+        ["a", "b", "c"]) == {"a": {"units": "K"}, "c": {"units": ""},
+                             "b": {"units": "m", "long_name": "height",
+                                   "standard_name": "altitude"}}
 
 
 def test_plain_zarr_sees_the_layout(tmp_path, grid, values):
@@ -285,7 +312,8 @@ def test_reads_zarr_v3_stores_in_native_order(tmp_path):
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda p: None, r"no store at .*; run `hpcds data benchmark` or set data.lr_store"),
+        (lambda p: None, r"no store at .*; set data.lr_store to an anemoi-datasets store, or run `hpcds data "
+                             r"benchmark`"),
         (lambda p: p.mkdir(), r"is not a zarr group"),
         (lambda p: plain_store(p, drop=["data"]), r"has no `data` array: not an anemoi-datasets store"),
         (lambda p: plain_store(p, ndim=3), r"`data` has shape \(2, 2, 1\); expected 4-D"),
@@ -303,8 +331,18 @@ def test_open_errors(tmp_path, make, message):
     path = tmp_path / "bad.zarr"
     make(path)
     with pytest.raises(StoreError, match=message) as info:
-        open_store(path)
+        open_store(path, "data.lr_store")
     assert "\n" not in str(info.value)
+
+
+def test_a_missing_store_names_its_key_also_when_reopened(tmp_path, grid, values):
+    with pytest.raises(StoreError, match=r"^no store at \S+$"):  # no key: no guessed one
+        open_store(tmp_path / "none.zarr")
+    store = open_store(write(tmp_path / "s.zarr", grid, values).path, "data.forcings_store")
+    blob = pickle.dumps(store)  # as for a DataLoader worker, which reopens it by path
+    shutil.rmtree(tmp_path / "s.zarr")
+    with pytest.raises(StoreError, match="; set data.forcings_store, run `hpcds data forcings`"):
+        pickle.loads(blob)
 
 
 # ---------------------------------------------------------------- writer checks

@@ -21,6 +21,10 @@ VARIABLES = ("2t", "10u", "tp", "foo")
 DATES = np.arange("2026-01-01T00", "2026-01-02T00", 6, dtype="datetime64[h]").astype(
     "datetime64[s]")
 IDENTITY = {"checkpoint_sha256": "ab" * 32, "seed": 0, "solver": "heun"}
+# an HR store's metadata as `Store.variables_metadata` reads it from anemoi-datasets' (no
+# long_name there; "mars" is anemoi's and is not a CF key, so it is not carried)
+HR_METADATA = {"foo": {"units": "kg", "mars": {"param": "foo"}},
+               "tp": {"units": "kg m-2", "long_name": "precipitation (store)"}}
 
 
 @pytest.fixture
@@ -40,7 +44,7 @@ def layout(grid, dates=DATES, lr_members=1, members=3, **kw) -> EnsembleLayout:
 
 
 def make(path, grid, **kw):
-    return create_ensemble_store(path, layout(grid, **kw), units={"foo": "kg"},
+    return create_ensemble_store(path, layout(grid, **kw), metadata=HR_METADATA,
                                  identity=IDENTITY, provenance={"tool": "test"},
                                  config_yaml="sampling:\n  seed: 0\n")
 
@@ -140,6 +144,27 @@ def test_mismatching_rerun_is_a_clear_error(tmp_path, grid, change, message):
     assert created and not store.done().any()
 
 
+def test_marker_is_not_anemois_format_and_old_stores_still_open(tmp_path, grid):
+    """anemoi-datasets reads `format` as its layout name (and refuses ours): the marker is
+    `hpcds_format`; stores written before, with `format`, still open."""
+    make(tmp_path / "e.zarr", grid)
+    group = zarr.open_group(tmp_path / "e.zarr", mode="r+")
+    assert group.attrs["hpcds_format"] == "hpcds-ensemble"
+    assert "format" not in group.attrs and "layout" not in group.attrs
+    attrs = dict(group.attrs)
+    attrs["format"] = attrs.pop("hpcds_format")  # as stores written before this change
+    group.attrs.clear()
+    group.attrs.update(attrs)
+    zarr.consolidate_metadata(tmp_path / "e.zarr", zarr_format=2)
+    assert EnsembleStore.open(tmp_path / "e.zarr").n_members == 3
+    attrs.pop("format")
+    group.attrs.clear()
+    group.attrs.update(attrs)
+    zarr.consolidate_metadata(tmp_path / "e.zarr", zarr_format=2)
+    with pytest.raises(StoreError, match="no hpcds_format='hpcds-ensemble' attribute"):
+        EnsembleStore.open(tmp_path / "e.zarr")
+
+
 def test_existing_non_ensemble_path_is_an_error(tmp_path, grid):
     (tmp_path / "e.zarr").mkdir()
     with pytest.raises(StoreError, match="not"):
@@ -170,8 +195,11 @@ def test_xarray_opens_it_with_dims_coords_dates_and_cf_attrs(tmp_path, grid):
     assert meta["2t"] == {"standard_name": "air_temperature", "long_name": "2 metre temperature",
                           "units": "K"}
     assert meta["10u"]["standard_name"] == "eastward_wind" and meta["10u"]["units"] == "m s-1"
-    assert meta["tp"]["standard_name"] == "precipitation_amount"
-    assert meta["foo"] == {"units": "kg"}  # unknown to the CF table: units from the caller
+    # the HR store's keys win over the table's, key by key; the table fills the rest
+    assert meta["tp"] == {"standard_name": "precipitation_amount", "units": "kg m-2",
+                          "long_name": "precipitation (store)"}
+    assert meta["foo"] == {"units": "kg"}  # unknown to the CF table: from the HR store only
+    assert ds.attrs["units"] == {"2t": "K", "10u": "m s-1", "tp": "kg m-2", "foo": "kg"}
     assert ds.attrs["units"]["2t"] == "K" and ds.attrs["ensemble_dimension"] == 2
     assert ds.attrs["provenance"] == {"tool": "test"}
     assert ds.attrs["identity"] == IDENTITY

@@ -23,7 +23,7 @@ def write_oracle_store(cfg, path, seed, members=M, skip_dates=()):
     assert list(ds.variables) == list(VARIABLES)
     layout = EnsembleLayout(grid=ds.hr_grid, variables=tuple(ds.variables), dates=ds.dates,
                             frequency=ds.hr.frequency, lr_members=1, members=members)
-    store = create_ensemble_store(path, layout, units=ds.hr.units)
+    store = create_ensemble_store(path, layout, metadata=ds.hr.variables_metadata)
     lr_all = np.arange(ds.lr_grid.size)
     for i, date in enumerate(ds.dates):
         if i in skip_dates:
