@@ -29,16 +29,21 @@ from hpcds.nn.dispatch import register
 _MASKED = -1e30  # finite: a padded query row with every key masked stays NaN-free
 
 
-def band_layout(n_q: int, n_k: int, window: int, kv_offset: int, device=None
-                ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """(key_index (n_blocks, 3b) int64 clamped into [0, n_k), valid (n_blocks, b, 3b) bool,
-    b) for `n_q` queries: which key each slab slot holds and which (query, slot) pairs attend.
-    Built from Python ints only (no host sync)."""
+def check_window_args(n_q: int, n_k: int, window: int, kv_offset: int) -> None:
+    """The contract every backend checks: an even window ≥ 2, keys covering the queries."""
     if window < 2 or window % 2:
         raise ValueError(f"window must be an even number >= 2, got {window}")
     if kv_offset < 0 or n_q + kv_offset > n_k:
         raise ValueError(f"keys must cover the queries: kv_offset={kv_offset}, "
                          f"n_q={n_q}, n_k={n_k}")
+
+
+def band_layout(n_q: int, n_k: int, window: int, kv_offset: int, device=None
+                ) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(key_index (n_blocks, 3b) int64 clamped into [0, n_k), valid (n_blocks, b, 3b) bool,
+    b) for `n_q` queries: which key each slab slot holds and which (query, slot) pairs attend.
+    Built from Python ints only (no host sync)."""
+    check_window_args(n_q, n_k, window, kv_offset)
     b = window // 2
     n_blocks = (n_q + b - 1) // b
     starts = torch.arange(n_blocks, device=device) * b + (kv_offset - b)  # first key of slab
