@@ -15,7 +15,8 @@ t·b … t·b+b−1) can only reach keys t·b + kv_offset − b … t·b + kv_of
 3b, so each block attends to a gathered (3b)-key slab under a band mask. Logits
 (B, n_blocks, H, b, 3b) = 1.5·N·W·H floats. N need not be a multiple of b, and N < W works
 (one partial block). Logits and softmax are float32 (float64 for float64 inputs) also when
-q, k, v are bf16 (autocast).
+q, k, v are bf16 (autocast). This is the reference; the fused backends (`native`, `triton`:
+hpcds/nn/window_attention_backends.py) keep O(N·C) for backward instead of these logits.
 """
 
 from __future__ import annotations
