@@ -12,7 +12,8 @@ Steps (a failing step is recorded and the next one still runs; exit status 1 if 
   tests    pytest -m gpu tests/gpu: Triton and CUDA kernel parity with the float64 reference
            (float32 and bf16, gradients), the model per backend, a sampler step, a DeepSpeed
            ZeRO-1 bf16 step, the MPI halo transport on one device
-  kernels  perf/kernels.py at the full 16-way shard sizes, every backend (--record)
+  kernels  perf/kernels.py at the full shard sizes, every backend (--record); the window
+           attention again in bf16 (--tag=-window-bf16)
   shard    perf/gpu_shard.py: one 48-way 4km shard's forward + backward and sampler step per
            backend in bf16, and the planner's memory estimate against max_memory_allocated
 Without a GPU it refuses (exit status 2) unless --dry-run: then `build` only configures the
@@ -66,7 +67,12 @@ def commands(dry: bool, python: str, out: Path) -> dict[str, list[list[str]]]:
                    "tests/gpu", *(["--collect-only"] if dry else ["-rs"])]],
         "kernels": [[python, "perf/kernels.py", *(
             ["--scale", str(1 / 8192), "--warmup", "0", "--repeat", "1",
-             "--backends", "reference,native"] if dry else ["--repeat", "10", "--record"])]],
+             "--backends", "reference,native"] if dry else ["--repeat", "10", "--record"])],
+                    # the window attention also in bf16, the dtype training runs it in
+                    [python, "perf/kernels.py", "--kernels", "window", "--dtype", "bfloat16", *(
+                        ["--scale", str(1 / 8192), "--warmup", "0", "--repeat", "1",
+                         "--backends", "reference,native"] if dry
+                        else ["--repeat", "10", "--record", "--tag=-window-bf16"])]],
         "shard": [[python, "perf/gpu_shard.py", "--json", str(out / "gpu-shard.json"),
                    *(["--dry-run", "--repeat", "1", "--backends", "native,reference"]
                      if dry else [])]],

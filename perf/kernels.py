@@ -1,4 +1,4 @@
-"""Fused-kernel benchmark: graph attention and modulated LayerNorm, per backend.
+"""Fused-kernel benchmark: graph attention, modulated LayerNorm and window attention, per backend.
 
     .venv/bin/python perf/kernels.py                    # CPU: 1/32 of the shard sizes, 2 threads
     .venv/bin/python perf/kernels.py --scale 1 --record # GPU: the full shard sizes, recorded
@@ -7,18 +7,25 @@ For each kernel, pass (forward; forward + backward) and backend: the minimum byt
 must move and the FLOPs it must do (formulas below), the median time over `--repeat` timed
 calls after `--warmup` (CUDA events on a GPU, perf_counter on CPU), the achieved bandwidth
 and its fraction of the measured peak (a large device-to-device copy timed in the same run,
-2 × its bytes moved), GFLOP/s, and the speed-up over the reference. Each timed call sits in an
-NVTX range `bench.<kernel>.<backend>` (the `nvtx` package: no-ops without a GPU).
+2 × its bytes moved), GFLOP/s, the speed-up over the reference, and the peak memory the call
+allocates beyond its inputs (one extra, untimed call: `torch.cuda.max_memory_allocated` on a GPU,
+the CPU allocator's events through torch.profiler on CPU). Each timed call sits in an NVTX range
+`bench.<kernel>.<backend>` (the `nvtx` package: no-ops without a GPU).
 
-Sizes (float32, batch 1), from the 4.4 km configuration sharded over 16 GPUs: 26.3 M HR points
-→ 1.64 M per shard, hidden O1280 (6.6 M nodes) → 412 k per shard, width 512 as 8 heads × 64:
+Sizes (float32 unless --dtype, batch 1), from the 4.4 km configuration sharded over 16 GPUs:
+26.3 M HR points → 1.64 M per shard, hidden O1280 (6.6 M nodes) → 412 k per shard, width 512 as
+8 heads × 64:
   decoder   1.64 M HR destinations × k = 4 edges from 412 k hidden sources
   encoder   412 k hidden destinations, each HR point sending to 4 of them (in-degree ~16,
             uneven) from 1.64 M HR sources
   layernorm 1.64 M rows × 512 channels
+  window    the processor's sliding-window attention on one 48-way 4km shard (the shard the
+            H200 measured, perf/results/gpu-20261204-h200.md): 137,494 hidden rows, window 512,
+            16 heads × 32, keys with a W/2 halo on each side (kv_offset = 256)
 Sources are SFC-local (a destination's sources are near it in the node order), as in the model.
-The reference materialises (E, H, d) tensors: 13 GB per tensor for the full decoder, so on a
-CPU the default `--scale` is 1/32 (every node and edge count scaled; per-node work unchanged).
+The reference materialises (E, H, d) tensors: 13 GB per tensor for the full decoder (and 6.8 GB
+of window logits), so on a CPU the default `--scale` is 1/32 (every node and edge count scaled;
+per-node work unchanged).
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ FULL = {  # name: (n_dst, n_src, edges per destination or None for the encoder p
 }
 LN_FULL = (1_644_160, 512)
 HEADS, HEAD_DIM, KNN = 8, 64, 4
+WINDOW_FULL = dict(n=137_494, window=512, heads=16, head_dim=32)  # 48-way 4km shard
 
 
 # ---- inputs -----------------------------------------------------------------------------
@@ -76,6 +84,16 @@ def attention_inputs(name: str, scale: float, device, dtype, gen):
     return (q, k_, v, bias, senders.to(device), receivers.to(device), n_dst)
 
 
+def window_inputs(scale: float, device, dtype, gen):
+    """q (1, N, H, d), k/v (1, N + W, H, d): a shard's own rows with W/2 halo rows each side."""
+    w = WINDOW_FULL
+    n, W = max(2, int(w["n"] * scale)), w["window"]
+    q = torch.randn(1, n, w["heads"], w["head_dim"], generator=gen).to(device, dtype)
+    k, v = (torch.randn(1, n + W, w["heads"], w["head_dim"], generator=gen).to(device, dtype)
+            for _ in range(2))
+    return (q, k, v, W, W // 2)
+
+
 # ---- what each pass must move and compute -------------------------------------------------
 
 def attention_cost(n_dst: int, n_src: int, E: int, s: int, backward: bool) -> tuple[int, int]:
@@ -102,6 +120,19 @@ def layer_norm_cost(N: int, C: int, s: int, backward: bool) -> tuple[int, int]:
     return fwd[0] + 3 * N * C * s + 2 * N * 4 + 4 * C * s, fwd[1] + 11 * N * C
 
 
+def window_cost(N: int, n_k: int, W: int, H: int, d: int, s: int, backward: bool
+                ) -> tuple[int, int]:
+    """Forward: read q, k, v, write out and the float32 lse; 4·N·(W+1)·H·d FLOPs (q·k, p·v over
+    the band) + ~5·N·(W+1)·H (softmax). Backward adds: read q, k, v, out, dout, lse, write dq,
+    dk, dv; 10·N·(W+1)·H·d (recomputed q·k, dout·v, dq, dk, dv) + ~8·N·(W+1)·H."""
+    row, band = H * d * s, N * (W + 1) * H
+    fwd = ((2 * N + 2 * n_k) * row + N * H * 4, 4 * band * d + 5 * band)
+    if not backward:
+        return fwd
+    return (fwd[0] + (4 * N + 4 * n_k) * row + N * H * 4,
+            fwd[1] + 10 * band * d + 8 * band)
+
+
 # ---- timing ----------------------------------------------------------------------------
 
 def median_seconds(fn, warmup: int, repeat: int, device: torch.device, label: str) -> float:
@@ -122,6 +153,26 @@ def median_seconds(fn, warmup: int, repeat: int, device: torch.device, label: st
                 fn()
                 times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def peak_bytes(fn, device: torch.device) -> int:
+    """Peak memory one call of fn allocates beyond what was allocated before it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    live = peak = 0
+    for e in sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
+                    key=lambda e: e.start_ns()):
+        live += e.nbytes()
+        peak = max(peak, live)
+    return peak
 
 
 def copy_bandwidth(device, warmup: int, repeat: int, nbytes: int = 1 << 29) -> float:
@@ -153,22 +204,27 @@ def main() -> int:
                     help="fraction of the shard sizes (default: 1 on a GPU, 1/32 on CPU)")
     ap.add_argument("--backends", default=None,
                     help="comma-separated (default: reference, native and, on a GPU, triton)")
-    ap.add_argument("--kernels", default="decoder,encoder,layernorm")
+    ap.add_argument("--kernels", default="decoder,encoder,layernorm,window")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+    ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                    help="inputs' dtype (bfloat16: what training uses on a GPU)")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=30 if on_gpu else 7)
     ap.add_argument("--record", action="store_true",
-                    help="write perf/results/kernels-<date>.json and .md")
+                    help="write perf/results/kernels-<date><tag>.json and .md")
+    ap.add_argument("--tag", default="", help="suffix of the record's name, e.g. -window")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device("cuda" if on_gpu else "cpu")
-    dtype, s = torch.float32, 4
+    dtype = getattr(torch, args.dtype)
+    s = torch.finfo(dtype).bits // 8
     backends = (args.backends.split(",") if args.backends else
                 ["reference", "native"] + (["triton"] if on_gpu else []))
     gen = torch.Generator().manual_seed(0)
     peak = copy_bandwidth(device, args.warmup, args.repeat)
-    print(f"device {device} ({torch.get_num_threads()} threads), float32, scale {args.scale:g}, "
+    print(f"device {device} ({torch.get_num_threads()} threads), {args.dtype}, "
+          f"scale {args.scale:g}, "
           f"copy peak {peak / 1e9:.1f} GB/s")
 
     rows = []
@@ -180,6 +236,13 @@ def main() -> int:
             op_name, call_args, n_leaves = "modulated_layer_norm", (x, sc, sh), 3
             size = f"{N:,} × {C}"
             cost = lambda bwd: layer_norm_cost(N, C, s, bwd)  # noqa: E731
+        elif kernel == "window":
+            call_args = window_inputs(args.scale, device, dtype, gen)
+            (_, N, H, d), n_k, W = call_args[0].shape, call_args[1].shape[1], call_args[3]
+            op_name, n_leaves = "window_attention", 3
+            size = f"{N:,} rows (+{n_k - N} halo), W {W}, {H}×{d}"
+            cost = lambda bwd, N=N, n_k=n_k, W=W, H=H, d=d: window_cost(  # noqa: E731
+                N, n_k, W, H, d, s, bwd)
         else:
             call_args = attention_inputs(kernel, args.scale, device, dtype, gen)
             n_dst, n_src, E = call_args[0].shape[1], call_args[1].shape[1], call_args[4].numel()
@@ -189,7 +252,7 @@ def main() -> int:
                 n_dst, n_src, E, s, bwd)
         for pass_name, bwd in (("forward", False), ("forward+backward", True)):
             nbytes, flops = cost(bwd)
-            ref_time = None
+            ref_time, timed = None, []
             for backend in backends:
                 if backend != "reference" and backend not in registered(op_name):
                     continue
@@ -197,6 +260,10 @@ def main() -> int:
                 if backend != "reference" and fn is get_op(op_name, "reference"):
                     print(f"  {backend}: unavailable here, skipped")
                     continue
+                if fn in timed:  # e.g. window attention: one function for native and triton
+                    print(f"  {backend}: the same function as a backend above, skipped")
+                    continue
+                timed.append(fn)
                 if bwd:
                     run = forward_backward(fn, call_args, n_leaves)
                 else:
@@ -207,25 +274,27 @@ def main() -> int:
                                    f"bench.{kernel}.{backend}")
                 if backend == "reference":
                     ref_time = t
+                mem = peak_bytes(run, device)
                 rows.append(dict(kernel=kernel, pass_=pass_name, backend=backend, size=size,
                                  min_bytes=nbytes, flops=flops, time_ms=t * 1e3,
                                  gb_per_s=nbytes / t / 1e9, peak_fraction=nbytes / t / peak,
                                  gflop_per_s=flops / t / 1e9,
-                                 speedup=(ref_time / t) if ref_time else None))
+                                 speedup=(ref_time / t) if ref_time else None,
+                                 peak_mem_mb=mem / 1e6))
                 print(format_row(rows[-1]), flush=True)
 
     table = format_table(rows)
     print("\n" + table)
     if args.record:
-        extra = dict(scale=args.scale, dtype="float32", copy_peak_gb_per_s=peak / 1e9,
+        extra = dict(scale=args.scale, dtype=args.dtype, copy_peak_gb_per_s=peak / 1e9,
                      backends=backends)
-        out = write_record("kernels", rows, **extra)
+        out = write_record("kernels", rows, tag=args.tag, **extra)
         write_markdown(out.with_suffix(".md"), table, extra)
     return 0
 
 
 COLUMNS = ("kernel", "pass", "backend", "size", "min MB", "GFLOP", "median ms", "GB/s",
-           "% of copy peak", "GFLOP/s", "× reference")
+           "% of copy peak", "GFLOP/s", "× reference", "peak MB")
 
 
 def format_row(r: dict) -> str:
@@ -233,7 +302,8 @@ def format_row(r: dict) -> str:
     return " | ".join([r["kernel"], r["pass_"], r["backend"], r["size"],
                        f"{r['min_bytes'] / 1e6:,.0f}", f"{r['flops'] / 1e9:.2f}",
                        f"{r['time_ms']:,.1f}", f"{r['gb_per_s']:.2f}",
-                       f"{100 * r['peak_fraction']:.1f}", f"{r['gflop_per_s']:.2f}", speed])
+                       f"{100 * r['peak_fraction']:.1f}", f"{r['gflop_per_s']:.2f}", speed,
+                       f"{r['peak_mem_mb']:,.1f}"])
 
 
 def format_table(rows: list[dict]) -> str:
@@ -247,7 +317,7 @@ def write_markdown(path: Path, table: str, extra: dict) -> None:
         f"# Fused kernels: `{' '.join(sys.argv)}`\n\n"
         f"Machine: {m['cpu']}, {m['cores']} cores, GPU {m['gpu']}, torch {m.get('torch')}, "
         f"{m.get('torch_threads')} threads, load average (1 min) {m['load_average_1min']}. "
-        f"Scale {extra['scale']:g} of the shard sizes, float32, batch 1; copy peak "
+        f"Scale {extra['scale']:g} of the shard sizes, {extra['dtype']}, batch 1; copy peak "
         f"{extra['copy_peak_gb_per_s']:.1f} GB/s.\n\n{table}\n")
     print(f"recorded {path}")
 

@@ -3,6 +3,8 @@
 Ops (pure-PyTorch references here; fast backends register under the same names):
     graph_attention(q, k, v, edge_bias, senders, receivers, n_dst)   graph_attention.py
     window_attention(q, k, v, window, kv_offset=0)                   window_attention.py
+        fused (native, triton): window_attention_backends.py — flex_attention on CUDA,
+        a blocked FlashAttention-style custom op on CPU
     modulated_layer_norm(x, scale, shift)                            modulation.py
 Select one with `get_op(name, backend)` (dispatch.py). Nothing in this package calls
 torch.distributed: sharding swaps index tensors and halo modules from outside.
@@ -15,9 +17,11 @@ from hpcds.nn.modulation import AdaLN, modulated_layer_norm_reference
 from hpcds.nn.layers import MLP, EdgeBias, NoiseEmbedding, RMSNorm
 from hpcds.nn.blocks import GraphAttentionBlock, NoHalo, WindowAttentionBlock
 import hpcds.nn.kernels  # noqa: F401,E402  registers the triton/native backends (lazily)
+from hpcds.nn.window_attention_backends import window_attention_fused  # noqa: E402  registers
 
 __all__ = [
     "OPS", "AdaLN", "EdgeBias", "GraphAttentionBlock", "MLP", "NoHalo", "NoiseEmbedding",
     "RMSNorm", "WindowAttentionBlock", "get_op", "graph_attention_reference",
-    "modulated_layer_norm_reference", "register", "registered", "window_attention_reference",
+    "modulated_layer_norm_reference", "register", "registered", "window_attention_fused",
+    "window_attention_reference",
 ]

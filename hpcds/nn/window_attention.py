@@ -15,7 +15,8 @@ t·b … t·b+b−1) can only reach keys t·b + kv_offset − b … t·b + kv_of
 3b, so each block attends to a gathered (3b)-key slab under a band mask. Logits
 (B, n_blocks, H, b, 3b) = 1.5·N·W·H floats. N need not be a multiple of b, and N < W works
 (one partial block). Logits and softmax are float32 (float64 for float64 inputs) also when
-q, k, v are bf16 (autocast).
+q, k, v are bf16 (autocast). This is the reference; the fused backends (`native`, `triton`:
+hpcds/nn/window_attention_backends.py) keep O(N·C) for backward instead of these logits.
 """
 
 from __future__ import annotations
@@ -29,16 +30,21 @@ from hpcds.nn.dispatch import register
 _MASKED = -1e30  # finite: a padded query row with every key masked stays NaN-free
 
 
-def band_layout(n_q: int, n_k: int, window: int, kv_offset: int, device=None
-                ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """(key_index (n_blocks, 3b) int64 clamped into [0, n_k), valid (n_blocks, b, 3b) bool,
-    b) for `n_q` queries: which key each slab slot holds and which (query, slot) pairs attend.
-    Built from Python ints only (no host sync)."""
+def check_window_args(n_q: int, n_k: int, window: int, kv_offset: int) -> None:
+    """The contract every backend checks: an even window ≥ 2, keys covering the queries."""
     if window < 2 or window % 2:
         raise ValueError(f"window must be an even number >= 2, got {window}")
     if kv_offset < 0 or n_q + kv_offset > n_k:
         raise ValueError(f"keys must cover the queries: kv_offset={kv_offset}, "
                          f"n_q={n_q}, n_k={n_k}")
+
+
+def band_layout(n_q: int, n_k: int, window: int, kv_offset: int, device=None
+                ) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(key_index (n_blocks, 3b) int64 clamped into [0, n_k), valid (n_blocks, b, 3b) bool,
+    b) for `n_q` queries: which key each slab slot holds and which (query, slot) pairs attend.
+    Built from Python ints only (no host sync)."""
+    check_window_args(n_q, n_k, window, kv_offset)
     b = window // 2
     n_blocks = (n_q + b - 1) // b
     starts = torch.arange(n_blocks, device=device) * b + (kv_offset - b)  # first key of slab

@@ -137,7 +137,7 @@ def plan_layout(cfg: HpcdsConfig, gpus: int, gpu_memory: int, data_parallel: int
     bf16 = bool(par.use_deepspeed)
     dtype = torch.bfloat16 if bf16 else torch.float32
     w_bytes = 2 if bf16 else 4
-    fused = fused_ops(m.backend)  # window attention has no fused kernel yet: its logits count
+    fused = fused_ops(m.backend)  # ops without a kernel for this backend count as the reference
     shape = shape or shard_shape(cfg, P)
     n_params = n_params or param_count(m, V, F)
     zero = par.zero_stage if par.use_deepspeed else 0

@@ -40,3 +40,17 @@ def random_graph(n_src: int, n_dst: int, max_deg: int, gen: torch.Generator):
     senders = torch.cat([torch.randperm(n_src - 1, generator=gen)[:int(d)] for d in deg])
     receivers = torch.arange(n_dst).repeat_interleave(deg.clamp(max=n_src - 1))
     return senders.to(torch.int32), receivers.to(torch.int32)
+
+
+def assert_matches(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype, name: str):
+    """float32: elementwise (TOL). bf16: relative L2 error ≤ 1e-2 (≈ 2.5 bf16 unit roundoffs;
+    inputs saved in bf16 — out, dout — enter the backward's products, so a few units per entry
+    accumulate) and no entry off by more than 5% of the largest reference entry."""
+    assert actual.dtype == dtype and actual.shape == expected.shape, name
+    a = actual.double()
+    if dtype == torch.float32:
+        torch.testing.assert_close(a, expected, **TOL[dtype], msg=name)
+        return
+    rel = (a - expected).norm() / expected.norm().clamp_min(1e-30)
+    worst = (a - expected).abs().max() / expected.abs().max().clamp_min(1e-30)
+    assert rel <= 1e-2 and worst <= 5e-2, f"{name}: relative L2 {rel:.2e}, worst {worst:.2e}"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import TOL, random_graph
+from conftest import assert_matches, random_graph
 from hpcds.nn import graph_attention_reference, kernels, modulated_layer_norm_reference
 
 pytestmark = pytest.mark.gpu
@@ -19,20 +19,6 @@ DTYPES = (torch.float32, torch.bfloat16)
 def fused(op: str, backend: str):
     assert getattr(kernels, f"{backend}_available")(), f"{backend} kernels did not load on the GPU"
     return getattr(kernels, f"{op}_{backend}")
-
-
-def assert_matches(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype, name: str):
-    """float32: elementwise (TOL). bf16: relative L2 error ≤ 1e-2 (≈ 2.5 bf16 unit roundoffs;
-    inputs saved in bf16 — out, dout — enter the backward's products, so a few units per entry
-    accumulate) and no entry off by more than 5% of the largest reference entry."""
-    assert actual.dtype == dtype and actual.shape == expected.shape, name
-    a = actual.double()
-    if dtype == torch.float32:
-        torch.testing.assert_close(a, expected, **TOL[dtype], msg=name)
-        return
-    rel = (a - expected).norm() / expected.norm().clamp_min(1e-30)
-    worst = (a - expected).abs().max() / expected.abs().max().clamp_min(1e-30)
-    assert rel <= 1e-2 and worst <= 5e-2, f"{name}: relative L2 {rel:.2e}, worst {worst:.2e}"
 
 
 def _run(fn, leaves, extra, w):

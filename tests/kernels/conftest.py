@@ -12,6 +12,7 @@ import os
 
 import pytest
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 from hpcds.nn import kernels
 
@@ -61,3 +62,16 @@ def random_graph(n_src: int, n_dst: int, max_deg: int, gen: torch.Generator):
         senders.append(torch.randperm(n_src - 1, generator=gen)[:deg])
         receivers.append(torch.full((senders[-1].numel(),), i, dtype=torch.int64))
     return torch.cat(senders), torch.cat(receivers)
+
+
+def peak_allocated_bytes(fn) -> int:
+    """Peak of the bytes allocated minus freed through torch's CPU allocator while fn runs."""
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
+                    key=lambda e: e.start_ns())
+    live = peak = 0
+    for e in events:
+        live += e.nbytes()
+        peak = max(peak, live)
+    return peak

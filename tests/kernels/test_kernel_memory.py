@@ -7,23 +7,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.profiler import ProfilerActivity, profile
 
-from conftest import BACKENDS, fused
+from conftest import BACKENDS, fused, peak_allocated_bytes
 from hpcds.nn import graph_attention_reference
-
-
-def peak_allocated_bytes(fn) -> int:
-    """Peak of the bytes allocated minus freed through torch's CPU allocator while fn runs."""
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
-                    key=lambda e: e.start_ns())
-    live = peak = 0
-    for e in events:
-        live += e.nbytes()
-        peak = max(peak, live)
-    return peak
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
