@@ -19,7 +19,7 @@ the weights and EMA of another run, with a fresh optimizer, schedule and step co
 seeded initialisation. A resumable latest.pt wins over init_from, so an interrupted
 fine-tune continues where it stopped. A resume must keep the checkpoint's model (same shapes)
 and everything else that decides what is learned; it may change training.steps, intervals and
-paths (`checkpoint.RESUMABLE_KEYS`, `check_resumable`).
+paths (`hpcds.checkpoint.format.RESUMABLE_KEYS`, `check_resumable`).
 
 No host synchronisation inside a step: losses and gradient norms accumulate as tensors and
 are read (`.item()`) only on log steps (every `log_every`). Outputs in training.run_dir:
@@ -46,6 +46,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from hpcds.checkpoint import (LATEST, check_compatible, check_resumable, load_checkpoint,
+                              save_checkpoint, step_name)
 from hpcds.config.load import save_resolved, to_yaml
 from hpcds.config.schema import HpcdsConfig, TrainingConfig
 from hpcds.data.paired import PairedDataset
@@ -53,8 +55,6 @@ from hpcds.diffusion.precond import EDMPrecond
 from hpcds.errors import UserError
 from hpcds.models.shard_graphs import GraphParts
 from hpcds.train import rng
-from hpcds.train.checkpoint import (LATEST, check_compatible, check_resumable, load_checkpoint,
-                                    save_checkpoint, step_name)
 from hpcds.train.components import autocast, build_components, pick_device
 from hpcds.train.data import (SampleOrder, TrainSamples, collate, prepare_normalisation,
                               save_normalisation, split_dates, to_device)
