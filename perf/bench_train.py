@@ -25,11 +25,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import peak_rss_gib, write_record  # noqa: E402  (perf/machine.py)
 
+from hpcds.checkpoint import LATEST, load_checkpoint  # noqa: E402
 from hpcds.cli.main import main as hpcds_main  # noqa: E402
 from hpcds.config.load import load_config  # noqa: E402
 from hpcds.grids import grid_point_count  # noqa: E402
 from hpcds.train import train  # noqa: E402
-from hpcds.train.checkpoint import LATEST, load_checkpoint  # noqa: E402
 
 MODELS = {
     "preset": [],

@@ -16,7 +16,7 @@ What comes from where:
               (`diffusion.sigma_min/sigma_max/rho`) is a sampling choice and comes from the
               sampling config.
   statistics  the checkpoint's `normalisation`, else `statistics.json` beside it (the run
-              directory's record, `hpcds.train.data.STATS_NAME`).
+              directory's record, `hpcds.checkpoint.STATS_NAME`).
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from hpcds.checkpoint import (LATEST, STATS_NAME, build_denoiser, check_compatible,
+                              config_from_yaml, load_checkpoint)
 from hpcds.config.load import to_yaml
 from hpcds.config.schema import HpcdsConfig
 from hpcds.data.forcings import FORCING_NAMES
@@ -39,10 +41,7 @@ from hpcds.data.paired import Normalisation
 from hpcds.diffusion.precond import EDMPrecond
 from hpcds.errors import CheckpointError
 from hpcds.grids.geometry import Grid
-from hpcds.models import DownscalerNet
-from hpcds.models.shard_graphs import GraphParts, model_graphs
-from hpcds.train.checkpoint import LATEST, check_compatible, load_checkpoint
-from hpcds.train.data import STATS_NAME
+from hpcds.models.shard_graphs import GraphParts
 
 log = logging.getLogger(__name__)
 
@@ -81,27 +80,6 @@ def file_sha256(path: str | os.PathLike, block: int = 1 << 22) -> str:
         while chunk := f.read(block):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-# Schema keys added after checkpoints existed, with the value that rebuilds those checkpoints'
-# models: a saved config that lacks the key predates it (its model had no refiner).
-LEGACY_VALUES = {("model", "refiner_layers"): 0}
-
-
-def config_from_yaml(text: str, path: Path) -> HpcdsConfig:
-    """A checkpoint's resolved config YAML → `HpcdsConfig` (LEGACY_VALUES for keys it predates,
-    schema defaults for the rest)."""
-    try:
-        saved = OmegaConf.create(text)
-        for (section, key), value in LEGACY_VALUES.items():
-            if section in saved and key not in saved[section]:
-                saved[section][key] = value
-        merged = OmegaConf.merge(OmegaConf.structured(HpcdsConfig), saved)
-        return OmegaConf.to_object(merged)
-    except Exception as exc:  # noqa: BLE001 - any parse/merge failure is one message
-        first = " ".join(str(exc).split("\n")[0].split())[:160]
-        raise CheckpointError(f"checkpoint {path}: its config cannot be read ({first}); "
-                              "it was written by another hpcds version") from None
 
 
 def _normalisation(state: dict, path: Path, variables: list[str]) -> Normalisation:
@@ -162,10 +140,10 @@ def load_sampling_model(cfg: HpcdsConfig, hr_grid: Grid,
             f"checkpoint {path} was trained on variables {variables}, this config has "
             f"{list(cfg.data.variables)}: set data.variables=[{','.join(variables)}]")
 
-    model_cfg = train_cfg.model
-    model_cfg.backend = cfg.model.backend  # kernels are an execution choice
-    graphs = model_graphs(model_cfg, hr_grid, cfg.grid.cache_dir, parts=parts)
-    net = DownscalerNet(model_cfg, len(variables), len(FORCING_NAMES), graphs)
+    train_cfg.model.backend = cfg.model.backend  # kernels are an execution choice
+    precond = build_denoiser(train_cfg, hr_grid, len(variables), len(FORCING_NAMES),
+                             cache_dir=cfg.grid.cache_dir, parts=parts)
+    net = precond.backbone
 
     weights, which = state["model"], "model"
     ema = state.get("ema")
@@ -176,8 +154,6 @@ def load_sampling_model(cfg: HpcdsConfig, hr_grid: Grid,
             log.warning("checkpoint %s has no EMA weights; sampling with the raw weights", path)
     check_compatible(net, weights, config_yaml, to_yaml(train_cfg), path)
     net.load_state_dict(weights, strict=True)
-    precond = EDMPrecond(net, train_cfg.diffusion.sigma_data,
-                         deterministic=train_cfg.diffusion.deterministic)
     precond.eval().requires_grad_(False).to(device)
     return SamplingModel(precond=precond, normalisation=_normalisation(state, path, variables),
                          train_config=train_cfg, checkpoint=path, sha256=file_sha256(path),

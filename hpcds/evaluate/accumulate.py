@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from hpcds.evaluate.regions import Region
-from hpcds.evaluate.scores import crps_terms, observation_ranks
+from hpcds.evaluate.scores import crps_from_terms, crps_terms, observation_ranks
 
 _QUANTITIES = ("crps_fair", "crps_standard", "crps_almost_fair", "sq_err", "variance", "weight")
 
@@ -104,12 +104,11 @@ class ScoreAccumulator:
         valid = np.isfinite(obs)  # missing observations are left out (per variable)
         obs = np.where(valid, obs, 0.0)
         skill, pair = crps_terms(ens, obs)
-        nrg = skill - pair / (2.0 * m * m)
         if m > 1:
-            fair = skill - pair / (2.0 * m * (m - 1))
-            fair_af = self.alpha * fair + (1.0 - self.alpha) * nrg
-        else:  # a deterministic forecast: every CRPS is its MAE
-            fair = fair_af = nrg
+            fair, nrg, fair_af = (crps_from_terms(skill, pair, m, e, self.alpha)
+                                  for e in ("fair", "nrg", "almost_fair"))
+        else:  # a deterministic forecast: every CRPS is its MAE (pair is 0)
+            fair = nrg = fair_af = skill
         mean = np.zeros_like(obs)
         for i in range(m):
             mean += ens[i]

@@ -81,7 +81,17 @@ def crps_ensemble(ens, obs, estimator: str = "fair", alpha: float = 0.95) -> np.
             skill += np.abs(xi - obs)
             near += np.abs(xi - _as_f64(ens[(i - shift) % m]))
         return (skill - 0.5 * near) / m
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"unknown CRPS estimator {estimator!r}; expected one of {ESTIMATORS}")
     skill, pair = crps_terms(ens, obs)
+    return crps_from_terms(skill, pair, m, estimator, alpha)
+
+
+def crps_from_terms(skill: np.ndarray, pair: np.ndarray, m: int, estimator: str = "fair",
+                    alpha: float = 0.95) -> np.ndarray:
+    """The CRPS of ``m`` members from their `crps_terms` S and D, for the estimators that
+    depend on the members only through S and D (all but "akr"/"akr_circperm"). The one place
+    these formulas live: `crps_ensemble` and the streaming `ScoreAccumulator` both use it."""
     if estimator in ("nrg", "qd", "int"):
         return skill - pair / (2.0 * m * m)
     if estimator in ("fair", "pwm"):
@@ -92,7 +102,8 @@ def crps_ensemble(ens, obs, estimator: str = "fair", alpha: float = 0.95) -> np.
             return skill if alpha == 0 else skill * np.nan
         eps = (1.0 - alpha) / m
         return skill - (1.0 - eps) * pair / (2.0 * m * (m - 1))
-    raise ValueError(f"unknown CRPS estimator {estimator!r}; expected one of {ESTIMATORS}")
+    raise ValueError(f"CRPS estimator {estimator!r} is not a function of S and D; expected one "
+                     f"of {tuple(e for e in ESTIMATORS if not e.startswith('akr'))}")
 
 
 def weighted_mean(values, w=None) -> np.ndarray:

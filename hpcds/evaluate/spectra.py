@@ -21,18 +21,6 @@ from hpcds.grids.octahedral import gaussian_latitudes, octahedral_pl
 _R_KM = EARTH_RADIUS_M / 1e3
 
 
-# --------------------------------------------------------------------------- grid kinds
-def grid_kind(grid: Grid) -> tuple[str, int | None]:
-    """("octahedral", N) | ("regular", None) | ("rotated", None) from `grid.name`
-    ("O96", "alps@O1280", "0.25/0.25", "alps@0.125/0.125", "pole(39.25,-162):…@0.11/0.11")."""
-    name = grid.name.rsplit("@", 1)[-1].strip()
-    if grid.name.startswith("pole("):
-        return "rotated", None
-    if name[:1] in "oO" and name[1:].isdigit():
-        return "octahedral", int(name[1:])
-    return "regular", None
-
-
 def _great_circle_km(lat1, lon1, lat2, lon2) -> float:
     p1, p2, dl = np.deg2rad(lat1), np.deg2rad(lat2), np.deg2rad(lon2 - lon1)
     c = np.sin(p1) * np.sin(p2) + np.cos(p1) * np.cos(p2) * np.cos(dl)
@@ -112,6 +100,13 @@ def octahedral_lmax(N: int) -> int:
     return int(N) - 1
 
 
+def _octahedral_n(grid: Grid) -> int:
+    """N of an O<N> grid, from the spec it was built from."""
+    if grid.kind != "octahedral":
+        raise ValueError(f"grid {grid.name!r} is not an octahedral O<N> grid")
+    return grid.spec.N
+
+
 def _octahedral_geometry(N: int, lmax: int, nthreads: int = 1) -> dict:
     """ducc0 per-ring geometry of the global O<N> in native order (rings N → S from 0°E)."""
     lat, _ = gaussian_latitudes(2 * N)
@@ -126,7 +121,7 @@ def octahedral_synthesis(alm: np.ndarray, grid: Grid, lmax: int) -> np.ndarray:
     layout, m-major, mmax = lmax, orthonormal Y_lm, real field)."""
     from ducc0.sht.experimental import synthesis
 
-    _, N = grid_kind(grid)
+    N = _octahedral_n(grid)
     out = synthesis(alm=np.asarray(alm, dtype=np.complex128)[None, :],
                     **_octahedral_geometry(N, lmax))
     return grid.from_native(out[0])
@@ -176,14 +171,14 @@ def sh_spectrum(values: np.ndarray, grid: Grid, lmax: int | None = None,
     if not grid.is_global:
         raise ValueError(f"sh_spectrum needs a global grid, got {grid.name!r}; "
                          "use dct_spectrum / spectrum_for_grid for limited areas")
-    kind, N = grid_kind(grid)
     native = grid.to_native(np.asarray(values, dtype=np.float64), axis=-1)
-    if kind == "octahedral":
+    if grid.kind == "octahedral":
+        N = _octahedral_n(grid)
         lmax = octahedral_lmax(N) if lmax is None else int(lmax)
         if method not in ("quadrature", "lsqr"):
             raise ValueError(f"method={method!r}: use 'quadrature' or 'lsqr'")
         alm = _octahedral_alm(native, N, lmax, method, nthreads)
-    elif kind == "regular":
+    elif grid.kind == "regular":
         nlat, nlon = grid.field_shape
         lmax = min(nlat - 2, (nlon - 1) // 2) if lmax is None else int(lmax)
         maps = native.reshape(-1, 1, nlat, nlon)
@@ -207,8 +202,7 @@ def spectrum_for_grid(values: np.ndarray, grid: Grid, **kwargs
     if grid.is_global:
         l, power = sh_spectrum(values, grid, **kwargs)
         return l, power, "total wavenumber l"
-    kind, _ = grid_kind(grid)
-    if kind == "octahedral" or len(grid.field_shape) != 2:
+    if grid.kind == "octahedral" or len(grid.field_shape) != 2:
         raise ValueError(f"no spectrum for reduced-grid sub-area {grid.name!r}: interpolate "
                          "to a regular or rotated grid first")
     native = grid.to_native(np.asarray(values, dtype=np.float64), axis=-1)

@@ -9,8 +9,12 @@ west to east), which is the order of GRIB files and of anemoi stores written by 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # spec.py builds Grids: importing it here at run time would be circular
+    from hpcds.grids.spec import GridSpec
 
 EARTH_RADIUS_M = 6_371_229.0  # the IFS sphere
 
@@ -43,6 +47,8 @@ class Grid:
     native_index: (n,) int64, position of each cell in the native (ring/row-major) order
     field_shape:  native shape: (nlat, nlon) for rectangular grids, (n,) for reduced grids
     is_global:    whether the grid covers the whole sphere
+    spec:         the parsed `GridSpec` it was built from (kind, octahedral N, steps, area,
+                  pole); None for a point set made by hand, e.g. in a test
     """
 
     name: str
@@ -52,6 +58,13 @@ class Grid:
     native_index: np.ndarray
     field_shape: tuple[int, ...]
     is_global: bool
+    spec: GridSpec | None = None
+
+    @property
+    def kind(self) -> str | None:
+        """"octahedral" | "regular" | "rotated" (`hpcds.grids.spec.KINDS`); None without a
+        spec. Read this, not the name: names are labels, not a format to parse."""
+        return None if self.spec is None else self.spec.kind
 
     @property
     def size(self) -> int:

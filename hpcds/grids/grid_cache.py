@@ -27,6 +27,7 @@ from hpcds.atomic import temp_sibling, writing
 from hpcds.config.schema import GridConfig
 from hpcds.grids.cache import stable_hash
 from hpcds.grids.geometry import Grid
+from hpcds.grids.spec import KINDS, GridSpec, grid_point_count, make_grid, parse_grid_config
 
 log = logging.getLogger(__name__)
 
@@ -35,29 +36,28 @@ _FORMAT = 1
 _ARRAYS = ("latitudes", "longitudes", "area_weights", "native_index")
 
 
-_BUILDERS = ("geometry", "octahedral", "regions", "regular", "rotated", "sfc", "spec")
+# the modules every grid is built with; each kind's own module comes from `spec.KINDS`
+_BUILDERS = ("geometry", "regions", "sfc", "spec")
 
 
-def _key(cfg: GridConfig) -> str:
-    from hpcds.grids.spec import parse_grid_config
-
-    spec = parse_grid_config(cfg)
+def _key(spec: GridSpec) -> str:
     area = None if spec.area is None else spec.area.spec()
     here = Path(__file__).parent
-    code = stable_hash({m: (here / f"{m}.py").read_text() for m in _BUILDERS})
+    modules = {*_BUILDERS, *(kind.module for kind in KINDS.values())}
+    code = stable_hash({m: (here / f"{m}.py").read_text() for m in modules})
     return stable_hash({"format": _FORMAT, "kind": spec.kind, "label": spec.label,
                         "N": spec.N, "steps": spec.steps, "pole": spec.pole, "area": area,
                         "code": code})
 
 
-def _load(path: Path) -> Grid:
+def _load(path: Path, spec: GridSpec) -> Grid:
     meta = json.loads((path / "grid.json").read_text())
     arrays = {name: np.load(path / f"{name}.npy", mmap_mode="r") for name in _ARRAYS}
     n = int(meta["size"])
     if any(a.shape != (n,) for a in arrays.values()):
         raise ValueError(f"grid cache entry {path} holds arrays of the wrong length")
     return Grid(name=meta["name"], field_shape=tuple(meta["field_shape"]),
-                is_global=bool(meta["is_global"]), **arrays)
+                is_global=bool(meta["is_global"]), spec=spec, **arrays)
 
 
 def _save(path: Path, grid: Grid) -> None:
@@ -82,17 +82,16 @@ def _save(path: Path, grid: Grid) -> None:
 def cached_grid(cfg: GridConfig, cache_dir: str | os.PathLike | None) -> Grid:
     """`make_grid(cfg)`, through the on-disk cache for grids of at least
     DISK_CACHE_MIN_CELLS cells (memory-mapped, read-only arrays); cache_dir None: built."""
-    from hpcds.grids.spec import grid_point_count, make_grid
-
     if cache_dir is None or grid_point_count(cfg) < DISK_CACHE_MIN_CELLS:
         return make_grid(cfg)
-    path = Path(cache_dir) / f"grid-{_key(cfg)[:24]}"
+    spec = parse_grid_config(cfg)  # the key, and the Grid's spec (not stored in the entry)
+    path = Path(cache_dir) / f"grid-{_key(spec)[:24]}"
     if path.is_dir():
         try:
-            return _load(path)
+            return _load(path, spec)
         except (OSError, ValueError, KeyError) as err:
             log.warning("grid cache entry %s is unreadable (%s); rebuilding it", path, err)
             shutil.rmtree(path, ignore_errors=True)
     grid = make_grid(cfg)
     _save(path, grid)
-    return _load(path)
+    return _load(path, spec)

@@ -6,11 +6,16 @@ Accepted grids:
   "<dlat>/<dlon>"   regular lat-lon in degrees, global or on an area (a sub-lattice of the
                     global grid); with `rotated_pole`, a rotated limited-area grid whose
                     area is in rotated coordinates
+
+A new kind of grid is one entry of `KINDS` (its coordinates, point count and description)
+plus the branch of `parse_grid_config` that recognises its name; every built `Grid` carries
+its parsed `GridSpec` (`Grid.spec`, `Grid.kind`), so nothing downstream re-parses names.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,8 +39,9 @@ _ACCEPTED = ("use O<N> (octahedral reduced Gaussian, e.g. O320) or <dlat>/<dlon>
 class GridSpec:
     """A parsed, validated `GridConfig`.
 
-    kind: "octahedral" | "regular" | "rotated";  label: the `Grid.name` it builds, "<grid>"
-    for global grids and "<area>@<grid>" otherwise ("alps@0.25/0.25", "alps+2@1.0/1.0",
+    kind: a key of `KINDS`, "octahedral" | "regular" | "rotated";
+    label: the `Grid.name` it builds, "<grid>" for global grids and "<area>@<grid>" otherwise
+    ("alps@0.25/0.25", "alps+2@1.0/1.0",
     "pole(39.25,-162):23.265/-29.805/-24.805/19.585@0.11/0.11");
     N: octahedral N;  steps: (dlat, dlon) degrees;  area: None for global;
     pole: (lat, lon) of the rotated north pole.
@@ -87,13 +93,7 @@ def _area_label(cfg: GridConfig) -> str:
 def native_coordinates(spec: GridSpec
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, ...]]:
     """Native-order lat (n,), lon (n,) in [0, 360), area weights (n,), field_shape."""
-    if spec.kind == "octahedral":
-        lat, lon, w = octahedral_coordinates(spec.N, spec.area)
-        shape: tuple[int, ...] = (lat.size,)
-    elif spec.kind == "regular":
-        lat, lon, w, shape = regular_coordinates(*spec.steps, spec.area)
-    else:
-        lat, lon, w, shape = rotated_coordinates(*spec.steps, spec.area, *spec.pole)
+    lat, lon, w, shape = KINDS[spec.kind].coordinates(spec)
     # x % 360 of a value a rounding step below 0 is 360.0: keep [0, 360)
     lon = np.where(lon >= 360.0, lon - 360.0, lon)
     return lat, lon, w, shape
@@ -108,7 +108,7 @@ def make_grid(cfg: GridConfig) -> Grid:
         array.setflags(write=False)
     return Grid(name=spec.label, latitudes=lat[perm], longitudes=lon[perm],
                 area_weights=w[perm], native_index=perm, field_shape=tuple(shape),
-                is_global=spec.area is None)
+                is_global=spec.area is None, spec=spec)
 
 
 def grid_from_name(name: str, area: str = "global") -> Grid:
@@ -119,13 +119,7 @@ def grid_from_name(name: str, area: str = "global") -> Grid:
 def grid_point_count(cfg: GridConfig) -> int:
     """Number of cells of the grid of `cfg`, without building its coordinates."""
     spec = parse_grid_config(cfg)
-    if spec.kind == "octahedral":
-        if spec.area is None:
-            return octahedral_size(spec.N)
-        return int(octahedral_ring_layout(spec.N, spec.area)[3].sum())
-    axes = regular_axes if spec.kind == "regular" else rotated_axes
-    rows, cols = axes(*spec.steps, spec.area)
-    return int(rows.size * cols.size)
+    return KINDS[spec.kind].point_count(spec)
 
 
 def _lon_interval(lon: np.ndarray) -> tuple[float, float]:
@@ -138,6 +132,18 @@ def _lon_interval(lon: np.ndarray) -> tuple[float, float]:
     if east < west:
         west -= 360.0
     return float(west), float(east)
+
+
+# ------------------------------------------------------------------------ the kinds of grid
+def _octahedral_coordinates(spec: GridSpec):
+    lat, lon, w = octahedral_coordinates(spec.N, spec.area)
+    return lat, lon, w, (lat.size,)
+
+
+def _octahedral_count(spec: GridSpec) -> int:
+    if spec.area is None:
+        return octahedral_size(spec.N)
+    return int(octahedral_ring_layout(spec.N, spec.area)[3].sum())
 
 
 def _describe_octahedral(spec: GridSpec, points: int) -> dict:
@@ -161,21 +167,60 @@ def _describe_octahedral(spec: GridSpec, points: int) -> dict:
     }
 
 
-def _describe_rectangular(spec: GridSpec) -> dict:
-    dlat, dlon = spec.steps
-    info = {"spacing_km": float(np.deg2rad(dlat) * EARTH_RADIUS_M / 1e3),
+def _rectangular_count(axes):
+    def count(spec: GridSpec) -> int:
+        rows, cols = axes(*spec.steps, spec.area)
+        return int(rows.size * cols.size)
+    return count
+
+
+def _latitude_step(spec: GridSpec) -> dict:
+    return {"spacing_km": float(np.deg2rad(spec.steps[0]) * EARTH_RADIUS_M / 1e3),
             "spacing_basis": "latitude step"}
-    if spec.kind == "regular":
-        rows, cols = regular_axes(dlat, dlon, spec.area)
-        info["lat_range"] = (float(rows.min()), float(rows.max()))
-        info["lon_range"] = (float(cols.min()), float(cols.max()))
-    else:  # the geographic extent of a rotated grid needs its coordinates (small grids)
-        rows, cols = rotated_axes(dlat, dlon, spec.area)
-        lat, lon, _, _ = native_coordinates(spec)
-        info["lat_range"] = (float(lat.min()), float(lat.max()))
-        info["lon_range"] = _lon_interval(lon)
-        info["rotated_pole"] = spec.pole
-    return {"field_shape": (rows.size, cols.size), **info}
+
+
+def _describe_regular(spec: GridSpec, points: int) -> dict:
+    rows, cols = regular_axes(*spec.steps, spec.area)
+    return {"field_shape": (rows.size, cols.size), **_latitude_step(spec),
+            "lat_range": (float(rows.min()), float(rows.max())),
+            "lon_range": (float(cols.min()), float(cols.max()))}
+
+
+def _describe_rotated(spec: GridSpec, points: int) -> dict:
+    # the geographic extent of a rotated grid needs its coordinates (small grids)
+    rows, cols = rotated_axes(*spec.steps, spec.area)
+    lat, lon, _, _ = native_coordinates(spec)
+    return {"field_shape": (rows.size, cols.size), **_latitude_step(spec),
+            "lat_range": (float(lat.min()), float(lat.max())), "lon_range": _lon_interval(lon),
+            "rotated_pole": spec.pole}
+
+
+@dataclass(frozen=True)
+class GridKind:
+    """What `make_grid`, `grid_point_count` and `describe_grid` need of one kind of grid.
+
+    module:       the hpcds.grids module that computes its coordinates (its source is part
+                  of the disk cache's key, `grid_cache.py`)
+    coordinates:  spec → native-order lat, lon, area weights, field_shape
+    point_count:  spec → number of cells, without building the coordinates
+    describe:     (spec, points) → field_shape, spacing_km, spacing_basis, lat_range,
+                  lon_range and kind-specific facts, for `describe_grid`
+    """
+
+    module: str
+    coordinates: Callable[[GridSpec], tuple]
+    point_count: Callable[[GridSpec], int]
+    describe: Callable[[GridSpec, int], dict]
+
+
+KINDS = {
+    "octahedral": GridKind("octahedral", _octahedral_coordinates, _octahedral_count,
+                           _describe_octahedral),
+    "regular": GridKind("regular", lambda s: regular_coordinates(*s.steps, s.area),
+                        _rectangular_count(regular_axes), _describe_regular),
+    "rotated": GridKind("rotated", lambda s: rotated_coordinates(*s.steps, s.area, *s.pole),
+                        _rectangular_count(rotated_axes), _describe_rotated),
+}
 
 
 def describe_grid(cfg: GridConfig) -> dict:
@@ -186,10 +231,7 @@ def describe_grid(cfg: GridConfig) -> dict:
     spec = parse_grid_config(cfg)
     points = grid_point_count(cfg)
     info: dict = {"name": spec.label, "kind": spec.kind, "points": points}
-    if spec.kind == "octahedral":
-        info.update(_describe_octahedral(spec, points))
-    else:
-        info.update(_describe_rectangular(spec))
+    info.update(KINDS[spec.kind].describe(spec, points))
     west, east = info["lon_range"]
     if east > 360.0:  # a box across 0°E, e.g. 350..380: show it as -10..20
         info["lon_range"] = (west - 360.0, east - 360.0)

@@ -1,4 +1,4 @@
-"""Shard a DownscalerNet over a model-parallel group, from outside (DESIGN.md §3).
+"""Shard a DownscalerNet over a model-parallel group, from outside (docs/architecture.md).
 
     shard = parallelize_model(model, ctx, n_hr=graphs.n_hr)
     out_local = model(x_in[:, shard.hr], cond[:, shard.hr], forcings[:, shard.hr], c_noise)

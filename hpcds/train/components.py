@@ -1,4 +1,5 @@
-"""The model pieces a run trains, built from the config (shared with sampling).
+"""The model pieces a run trains, built from the config (the denoiser as sampling builds it:
+`hpcds.checkpoint.build_denoiser`).
 
     net        DownscalerNet F_θ (what checkpoints hold as `model`, and its EMA as `ema`)
     denoiser   EDMPrecond(net): D(x; σ, cond, forcings), or the regression of the conditional
@@ -16,13 +17,14 @@ from pathlib import Path
 
 import torch
 
+from hpcds.checkpoint import build_denoiser
 from hpcds.config.schema import HpcdsConfig
 from hpcds.diffusion.loss import make_loss
 from hpcds.diffusion.precond import EDMPrecond
 from hpcds.errors import ConfigError
 from hpcds.grids import Grid
 from hpcds.models import DownscalerNet
-from hpcds.models.shard_graphs import GraphParts, model_graphs
+from hpcds.models.shard_graphs import GraphParts
 
 
 @dataclass
@@ -41,11 +43,9 @@ def build_components(cfg: HpcdsConfig, hr_grid: Grid, n_vars: int, n_forcings: i
     if weights is not None and len(weights) != n_vars:
         raise ConfigError(f"bad value {list(weights)} for config key 'diffusion.variable_weights':"
                           f" expected {n_vars} weights, one per data.variables entry, or null")
-    cache_dir = Path(cfg.grid.cache_dir)
-    graphs = model_graphs(cfg.model, hr_grid, cache_dir=cache_dir, parts=parts)
-    net = DownscalerNet(cfg.model, n_vars, n_forcings, graphs).to(device)
-    denoiser = EDMPrecond(net, cfg.diffusion.sigma_data,
-                          deterministic=cfg.diffusion.deterministic)
+    denoiser = build_denoiser(cfg, hr_grid, n_vars, n_forcings,
+                              cache_dir=Path(cfg.grid.cache_dir), parts=parts).to(device)
+    net = denoiser.backbone
     loss = make_loss(cfg.diffusion, area_weights=hr_grid.area_weights)
     return Components(net=net, denoiser=denoiser, loss=loss)
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hpcds.checkpoint import STATS_NAME
 from hpcds.config.schema import HpcdsConfig
 from hpcds.data.dates import iso
 from hpcds.data.paired import Normalisation, PairedDataset
@@ -34,7 +35,6 @@ from hpcds.errors import CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
 
-STATS_NAME = "statistics.json"
 TENSOR_KEYS = ("cond", "target", "forcings")
 
 

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import torch
 
+from hpcds.checkpoint import step_name
 from hpcds.errors import ConfigError
-from hpcds.train.checkpoint import step_name
 from hpcds.train.parallel import TrainParallel
 
 log = logging.getLogger(__name__)

@@ -12,14 +12,14 @@ generator on the device, seed+1), the sample order (seed+2), validation draws (s
 re-seeded each time). All of it is checkpointed, so a resumed run continues the SAME loss
 sequence as an uninterrupted one.
 
-Starting: with training.resume and a run_dir/latest.pt, the run resumes from it (optimizer,
-schedule, EMA, data position, RNG: everything); otherwise training.init_from (if set) supplies
-the weights and EMA of another run, with a fresh optimizer, schedule and step count
-(fine-tuning, e.g. diffusion.regime=karras_uniform diffusion.sigma_max=1e5); otherwise the
-seeded initialisation. A resumable latest.pt wins over init_from, so an interrupted
+Starting (resume.py): with training.resume and a run_dir/latest.pt, the run resumes from it
+(optimizer, schedule, EMA, data position, RNG: everything); otherwise training.init_from (if
+set) supplies the weights and EMA of another run, with a fresh optimizer, schedule and step
+count (fine-tuning, e.g. diffusion.regime=karras_uniform diffusion.sigma_max=1e5); otherwise
+the seeded initialisation. A resumable latest.pt wins over init_from, so an interrupted
 fine-tune continues where it stopped. A resume must keep the checkpoint's model (same shapes)
 and everything else that decides what is learned; it may change training.steps, intervals and
-paths (`checkpoint.RESUMABLE_KEYS`, `check_resumable`).
+paths (`hpcds.checkpoint.format.RESUMABLE_KEYS`, `check_resumable`).
 
 No host synchronisation inside a step: losses and gradient norms accumulate as tensors and
 are read (`.item()`) only on log steps (every `log_every`). Outputs in training.run_dir:
@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from hpcds.checkpoint import LATEST, save_checkpoint, step_name
 from hpcds.config.load import save_resolved, to_yaml
 from hpcds.config.schema import HpcdsConfig, TrainingConfig
 from hpcds.data.paired import PairedDataset
@@ -53,17 +54,16 @@ from hpcds.diffusion.precond import EDMPrecond
 from hpcds.errors import UserError
 from hpcds.models.shard_graphs import GraphParts
 from hpcds.train import rng
-from hpcds.train.checkpoint import (LATEST, check_compatible, check_resumable, load_checkpoint,
-                                    save_checkpoint, step_name)
 from hpcds.train.components import autocast, build_components, pick_device
 from hpcds.train.data import (SampleOrder, TrainSamples, collate, prepare_normalisation,
                               save_normalisation, split_dates, to_device)
 from hpcds.observe import CaptureWindow, trace_range
 from hpcds.train.ema import EMA
 from hpcds.train.engine import make_stepper
-from hpcds.train.master import load_master_state, master_state_dict
+from hpcds.train.master import master_state_dict
 from hpcds.train.metrics import MetricsLog
 from hpcds.train.parallel import TrainDraws, TrainParallel
+from hpcds.train.resume import restore_start
 from hpcds.train.schedule import WarmupCosine
 from hpcds.train.validation import VAL_SEED_OFFSET, fixed_draw_loss
 
@@ -159,32 +159,10 @@ def train(cfg: HpcdsConfig, progress: bool = True, stop_at: int | None = None) -
         log.info("rank %d: %s; HR cells %s; halo rows %s", tp.state.env.rank,
                  tp.state.layout.describe(), tp.hr_range, shard.halo_rows())
 
-    step, resumed_from = 0, None
+    step, resumed_from, ema = restore_start(t, run_dir, config_yaml, net=net, ema=ema,
+                                            stepper=stepper, scheduler=scheduler, order=order,
+                                            generators=generators)
     latest = run_dir / LATEST
-    if t.resume and latest.is_file():
-        state = load_checkpoint(latest)  # on the CPU: RNG states must stay there
-        for weights in (state["model"], state["ema"]["module"]):
-            check_compatible(net, weights, state["config"], config_yaml, latest)
-        check_resumable(state["config"], config_yaml, latest)
-        load_master_state(net, state["model"])
-        ema.load_state_dict(state["ema"])
-        stepper.load_optimizer_state(state["optimizer"], run_dir, int(state["step"]))
-        scheduler.load_state_dict(state["scheduler"])
-        order.load_state_dict(state["data"])
-        rng.restore(state["rng"], generators)
-        step = resumed_from = int(state["step"])
-        log.info("resumed from %s at step %d", latest, step)
-    elif t.init_from:
-        state = load_checkpoint(t.init_from, resume=False)
-        check_compatible(net, state["model"], state["config"], config_yaml, t.init_from)
-        load_master_state(net, state["model"])  # DeepSpeed's masters too, not just the module
-        if "ema" in state:
-            check_compatible(net, state["ema"]["module"], state["config"], config_yaml,
-                             t.init_from)
-            ema.load_state_dict(state["ema"])
-        else:
-            ema = EMA(net, t.ema_decay)
-        log.info("initialised from %s (step %s)", t.init_from, state["step"])
     if tp.is_main:  # only now: a refused resume must leave the run's files as they were
         save_resolved(cfg, run_dir)
         save_normalisation(split, run_dir)

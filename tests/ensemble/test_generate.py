@@ -9,6 +9,7 @@ import pytest
 import xarray as xr
 from omegaconf import OmegaConf
 
+from hpcds.checkpoint import load_checkpoint, save_checkpoint
 from hpcds.cli.main import main
 from hpcds.config.load import load_config
 from hpcds.data.store import create_store, open_store
@@ -18,7 +19,6 @@ from hpcds.ensemble.model import load_sampling_model
 from hpcds.ensemble.output import EnsembleStore
 from hpcds.errors import CheckpointError
 from hpcds.grids import make_grid
-from hpcds.train.checkpoint import load_checkpoint, save_checkpoint
 
 N_DATES = 3
 MODEL = ["model.hidden_dim=16", "model.num_heads=2", "model.processor_layers=1",
@@ -259,8 +259,8 @@ def test_cli_sample_help(capsys):
 def test_checkpoint_config_older_than_a_key_gets_its_legacy_value(tmp_path):
     """A saved config without model.refiner_layers predates the refiner: its model had none,
     so it is rebuilt with 0 (not today's default); a config that has the key keeps it."""
+    from hpcds.checkpoint import config_from_yaml
     from hpcds.config.load import to_yaml
-    from hpcds.ensemble.model import config_from_yaml
 
     cfg = load_config("tiny")
     assert cfg.model.refiner_layers >= 1

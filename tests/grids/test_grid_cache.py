@@ -20,6 +20,7 @@ def test_cached_grid_round_trip(tmp_path, monkeypatch):
         assert isinstance(g.latitudes, np.memmap) and not g.latitudes.flags.writeable
         assert (g.name, g.field_shape, g.is_global) == (want.name, want.field_shape,
                                                         want.is_global)
+        assert g.spec == want.spec and g.kind == "octahedral"  # the kind survives the cache
         for name in ("latitudes", "longitudes", "area_weights", "native_index"):
             assert np.array_equal(getattr(g, name), getattr(want, name))
     other = grid_cache.cached_grid(GridConfig(name="O16"), tmp_path)

@@ -23,6 +23,27 @@ CONFIGS = [
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"{c.name}@{c.area}")
+def test_grid_carries_its_kind(cfg):
+    """The kind is set where the grid is made, from the config, not parsed back from the
+    name; it agrees with describe_grid, and octahedral grids carry their N."""
+    grid = make_grid(cfg)
+    assert grid.kind == describe_grid(cfg)["kind"] == grid.spec.kind
+    assert grid.kind == ("rotated" if cfg.rotated_pole else
+                         "octahedral" if cfg.name.startswith("O") else "regular")
+    assert (grid.spec.N is not None) == (grid.kind == "octahedral")
+    if grid.kind == "octahedral":
+        assert f"O{grid.spec.N}" == cfg.name
+    assert grid.spec.label == grid.name
+
+
+def test_grid_made_by_hand_has_no_kind():
+    grid = make_grid(CONFIGS[0])
+    bare = type(grid)(grid.name, grid.latitudes, grid.longitudes, grid.area_weights,
+                      grid.native_index, grid.field_shape, grid.is_global)
+    assert bare.spec is None and bare.kind is None
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: f"{c.name}@{c.area}")
 def test_grid_invariants(cfg):
     grid = make_grid(cfg)
     n = grid.size

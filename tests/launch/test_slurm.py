@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
+from hpcds.checkpoint import load_checkpoint
 from hpcds.cli.main import main
 from hpcds.ensemble.output import EnsembleStore
-from hpcds.train.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 

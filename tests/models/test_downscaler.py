@@ -143,7 +143,7 @@ def _distributed_uses(source: str, dist_names: bool = True) -> list[int]:
 
 
 def test_model_sources_never_call_torch_distributed():
-    """Model math is communication-free; sharding comes from outside (DESIGN.md §3)."""
+    """Model math is communication-free; sharding comes from outside (docs/architecture.md)."""
     root = Path(__file__).resolve().parents[2] / "hpcds"
     files = sorted([*(root / "nn").glob("*.py"), *(root / "models").glob("*.py")])
     assert len(files) >= 8

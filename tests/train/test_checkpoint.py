@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
+from hpcds.checkpoint import (LATEST, check_resumable, load_checkpoint, save_checkpoint,
+                              step_name)
 from hpcds.cli.main import main
 from hpcds.config.load import load_config, to_yaml
 from hpcds.config.schema import TrainingConfig
 from hpcds.errors import CheckpointError
 from hpcds.train import rng, train
-from hpcds.train.checkpoint import (LATEST, check_resumable, load_checkpoint, save_checkpoint,
-                                    step_name)
 from hpcds.train.data import SampleOrder
 from hpcds.train.ema import EMA
 from hpcds.train.schedule import WarmupCosine

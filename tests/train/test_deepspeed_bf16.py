@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hpcds.train.checkpoint import load_checkpoint, step_name
+from hpcds.checkpoint import load_checkpoint, step_name
 from hpcds.train.ema import ema_decay_at
 from hpcds.train.metrics import read_metrics
 

@@ -5,10 +5,10 @@ accumulation of 2 micro-batches equals one batch of 2."""
 import pytest
 import torch
 
+from hpcds.checkpoint import load_model_weights
 from hpcds.config.load import to_yaml
 from hpcds.data.paired import PairedDataset
 from hpcds.train import rng, train
-from hpcds.train.checkpoint import load_model_weights
 from hpcds.train.components import build_components
 from hpcds.train.data import TrainSamples, collate, prepare_normalisation, split_dates
 from hpcds.train.trainer import accumulate_gradients

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from hpcds.checkpoint import load_checkpoint
 from hpcds.cli.main import main
-from hpcds.train.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).parents[2]
 TINY_MODEL = ["model.hidden_dim=16", "model.num_heads=2", "model.processor_layers=1"]

@@ -6,9 +6,9 @@ import sys
 
 import torch
 
+from hpcds.checkpoint import LATEST, load_checkpoint
 from hpcds.config.load import load_config
 from hpcds.train import train
-from hpcds.train.checkpoint import LATEST, load_checkpoint
 from hpcds.train.metrics import read_metrics
 
 RUN = ["training.steps=6", "training.val_every=3", "training.checkpoint_every=2",

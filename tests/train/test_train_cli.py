@@ -5,8 +5,8 @@ import json
 import pytest
 import yaml
 
+from hpcds.checkpoint import LATEST, load_checkpoint
 from hpcds.cli.main import main
-from hpcds.train.checkpoint import LATEST, load_checkpoint
 from hpcds.train.metrics import read_metrics
 
 

@@ -1,7 +1,8 @@
-"""Checkpoints: one `torch.save` dict per step, published atomically.
+"""The checkpoint format: one `torch.save` dict per step, published atomically.
 
     run_dir/step-0000100.pt   every checkpoint, kept
     run_dir/latest.pt         the newest one (a hard link to it, or a copy)
+    run_dir/statistics.json   the normalisation the run trained with (`STATS_NAME`)
 
 Contents (FORMAT_VERSION 1): `model` (the network's state_dict — the `DownscalerNet`, not the
 stateless preconditioning around it — with its float32 master weights, also when DeepSpeed
@@ -15,6 +16,8 @@ they load with `torch.load(weights_only=True)`. Load errors are one-line `Checkp
 missing file, truncated or corrupt file, not an hpcds checkpoint, weights that do not fit
 the configured model (naming the first mismatched parameter and the config keys that differ),
 and a resume under a config that changes what the run learns (`check_resumable`).
+A checkpoint's config is read back with `config_from_yaml`, which fills keys it predates
+with the values that rebuild its model (`LEGACY_VALUES`).
 """
 
 from __future__ import annotations
@@ -27,11 +30,13 @@ import torch
 from omegaconf import OmegaConf
 
 from hpcds.atomic import atomic_open, temp_sibling, writing
+from hpcds.config.schema import HpcdsConfig
 from hpcds.errors import CheckpointError
 
 FORMAT = "hpcds-checkpoint"
 FORMAT_VERSION = 1
 LATEST = "latest.pt"
+STATS_NAME = "statistics.json"
 REQUIRED = ("format", "version", "step", "model", "config")
 RESUME_KEYS = ("ema", "optimizer", "scheduler", "data", "rng")
 # config sections whose values decide parameter shapes
@@ -49,6 +54,11 @@ RESUMABLE_KEYS = (
     "training.run_dir", "training.resume", "training.init_from",
     "sampling", "evaluation", "parallel.model_parallel", "parallel.halo_transport", "profile",
 )
+
+
+# Schema keys added after checkpoints existed, with the value that rebuilds those checkpoints'
+# models: a saved config that lacks the key predates it (its model had no refiner).
+LEGACY_VALUES = {("model", "refiner_layers"): 0}
 
 
 def step_name(step: int) -> str:
@@ -140,6 +150,22 @@ def load_model_weights(net: torch.nn.Module, path: str | os.PathLike, config_yam
     check_compatible(net, weights, state["config"], config_yaml, path)
     net.load_state_dict(weights)
     return state
+
+
+def config_from_yaml(text: str, path: Path) -> HpcdsConfig:
+    """A checkpoint's resolved config YAML → `HpcdsConfig` (LEGACY_VALUES for keys it predates,
+    schema defaults for the rest)."""
+    try:
+        saved = OmegaConf.create(text)
+        for (section, key), value in LEGACY_VALUES.items():
+            if section in saved and key not in saved[section]:
+                saved[section][key] = value
+        merged = OmegaConf.merge(OmegaConf.structured(HpcdsConfig), saved)
+        return OmegaConf.to_object(merged)
+    except Exception as exc:  # noqa: BLE001 - any parse/merge failure is one message
+        first = " ".join(str(exc).split("\n")[0].split())[:160]
+        raise CheckpointError(f"checkpoint {path}: its config cannot be read ({first}); "
+                              "it was written by another hpcds version") from None
 
 
 def check_compatible(model: torch.nn.Module, weights: dict, ckpt_config: str,
