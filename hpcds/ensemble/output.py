@@ -52,6 +52,7 @@ from hpcds.data.store import (DIMS, _add_array, anemoi_root_attrs, group_coordin
                                write_grid_coordinates)
 from hpcds.errors import StoreError
 from hpcds.grids.geometry import Grid
+from hpcds.observe import trace_range
 
 FORMAT = "hpcds-ensemble"
 FORMAT_VERSION = 1
@@ -310,11 +311,12 @@ class EnsembleStore:
                              "(member, variable, cell)")
         if self.dates[t] in self.missing_dates:
             raise StoreError(f"date {iso(self.dates[t])} is declared missing in {self.path}")
-        block = np.ascontiguousarray(values.transpose(1, 0, 2), dtype=np.float32)
-        runs = np.split(np.arange(len(members)), np.flatnonzero(np.diff(members) != 1) + 1)
-        for run in runs:  # contiguous member runs: one orthogonal write each
-            m0 = int(members[run[0]])
-            self._data[t, :, m0:m0 + len(run), cells] = block[:, run[0]:run[-1] + 1]
+        with trace_range("write"):
+            block = np.ascontiguousarray(values.transpose(1, 0, 2), dtype=np.float32)
+            runs = np.split(np.arange(len(members)), np.flatnonzero(np.diff(members) != 1) + 1)
+            for run in runs:  # contiguous member runs: one orthogonal write each
+                m0 = int(members[run[0]])
+                self._data[t, :, m0:m0 + len(run), cells] = block[:, run[0]:run[-1] + 1]
 
     def mark_done(self, t: int, members: Sequence[int] | np.ndarray) -> None:
         for m in np.atleast_1d(np.asarray(members, dtype=np.int64)):

@@ -77,31 +77,3 @@ def _thread_ranks(size: int, fn) -> list:
 def thread_ranks():
     """thread_ranks(P, fn(rank, transport)) → [result of each rank]."""
     return _thread_ranks
-
-
-@pytest.fixture
-def tiny_model():
-    """A small DownscalerNet (1° HR over the Alps, 1.5° hidden, width 8; zero-initialised
-    gates and head perturbed so every block contributes), B = 2 random inputs and its
-    unsharded output: (cfg, graphs, model, (x, cond, forcings, c_noise), output)."""
-    from hpcds.config.load import load_config
-    from hpcds.grids import make_grid
-    from hpcds.models import DownscalerNet, build_model_graphs
-
-    cfg = load_config("tiny", ["grid.hr.name=1.0/1.0", "model.hidden_grid.name=1.5/1.5",
-                               "model.hidden_dim=8", "model.num_heads=2", "model.window=8",
-                               "model.noise_embedding_dim=8"])
-    graphs = build_model_graphs(cfg.model, make_grid(cfg.grid.hr))
-    torch.manual_seed(0)
-    model = DownscalerNet(cfg.model, 2, 1, graphs)
-    with torch.no_grad():
-        for p in model.parameters():
-            if torch.all(p == 0):
-                p.add_(0.05 * torch.randn(p.shape))
-    gen = torch.Generator().manual_seed(1)
-    n = graphs.n_hr
-    inputs = tuple(torch.randn(2, n, c, generator=gen) for c in (2, 2, 1)) + (
-        torch.randn(2, generator=gen),)
-    with torch.no_grad():
-        output = model(*inputs)
-    return cfg, graphs, model, inputs, output
