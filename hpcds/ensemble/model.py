@@ -12,9 +12,9 @@ What comes from where:
   network     the checkpoint's own config decides the architecture (`model`, `data.variables`,
               `diffusion.sigma_data`, `diffusion.deterministic`): sampling with another
               preset's model section cannot silently build a different network. Only
-              `model.backend` (the kernels) is taken from the sampling config. The σ schedule
-              (`diffusion.sigma_min/sigma_max/rho`) is a sampling choice and comes from the
-              sampling config.
+              `model.backend` (the kernels) and `model.compile` are taken from the sampling
+              config. The σ schedule (`diffusion.sigma_min/sigma_max/rho`) is a sampling
+              choice and comes from the sampling config.
   statistics  the checkpoint's `normalisation`, else `statistics.json` beside it (the run
               directory's record, `hpcds.train.data.STATS_NAME`).
 """
@@ -40,6 +40,7 @@ from hpcds.diffusion.precond import EDMPrecond
 from hpcds.errors import CheckpointError
 from hpcds.grids.geometry import Grid
 from hpcds.models import DownscalerNet
+from hpcds.models.compile import compile_network
 from hpcds.models.shard_graphs import GraphParts, model_graphs
 from hpcds.train.checkpoint import LATEST, check_compatible, load_checkpoint
 from hpcds.train.data import STATS_NAME
@@ -164,6 +165,7 @@ def load_sampling_model(cfg: HpcdsConfig, hr_grid: Grid,
 
     model_cfg = train_cfg.model
     model_cfg.backend = cfg.model.backend  # kernels are an execution choice
+    model_cfg.compile = cfg.model.compile  # and so is compiling
     graphs = model_graphs(model_cfg, hr_grid, cfg.grid.cache_dir, parts=parts)
     net = DownscalerNet(model_cfg, len(variables), len(FORCING_NAMES), graphs)
 
@@ -179,6 +181,7 @@ def load_sampling_model(cfg: HpcdsConfig, hr_grid: Grid,
     precond = EDMPrecond(net, train_cfg.diffusion.sigma_data,
                          deterministic=train_cfg.diffusion.deterministic)
     precond.eval().requires_grad_(False).to(device)
+    compile_network(net, model_cfg)
     return SamplingModel(precond=precond, normalisation=_normalisation(state, path, variables),
                          train_config=train_cfg, checkpoint=path, sha256=file_sha256(path),
                          step=int(state["step"]), weights=which, device=device)

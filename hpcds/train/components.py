@@ -1,6 +1,7 @@
 """The model pieces a run trains, built from the config (shared with sampling).
 
-    net        DownscalerNet F_θ (what checkpoints hold as `model`, and its EMA as `ema`)
+    net        DownscalerNet F_θ (what checkpoints hold as `model`, and its EMA as `ema`),
+               compiled in place when model.compile
     denoiser   EDMPrecond(net): D(x; σ, cond, forcings), or the regression of the conditional
                mean when diffusion.deterministic
     loss       EDMLoss (σ from diffusion.regime) or RegressionLoss, weighted by the HR cells'
@@ -22,6 +23,7 @@ from hpcds.diffusion.precond import EDMPrecond
 from hpcds.errors import ConfigError
 from hpcds.grids import Grid
 from hpcds.models import DownscalerNet
+from hpcds.models.compile import compile_network
 from hpcds.models.shard_graphs import GraphParts, model_graphs
 
 
@@ -43,7 +45,8 @@ def build_components(cfg: HpcdsConfig, hr_grid: Grid, n_vars: int, n_forcings: i
                           f" expected {n_vars} weights, one per data.variables entry, or null")
     cache_dir = Path(cfg.grid.cache_dir)
     graphs = model_graphs(cfg.model, hr_grid, cache_dir=cache_dir, parts=parts)
-    net = DownscalerNet(cfg.model, n_vars, n_forcings, graphs).to(device)
+    net = compile_network(DownscalerNet(cfg.model, n_vars, n_forcings, graphs).to(device),
+                          cfg.model)  # model.compile: lazily, so sharding it later is fine
     denoiser = EDMPrecond(net, cfg.diffusion.sigma_data,
                           deterministic=cfg.diffusion.deterministic)
     loss = make_loss(cfg.diffusion, area_weights=hr_grid.area_weights)

@@ -293,3 +293,12 @@ def test_sampling_ranges_sampler_steps_then_write(run_dir, nvtx_ranges):
             evals = 1 if i % (steps + 1) == steps - 1 else 2
             assert names(children) == network * evals
             assert all(grand == [] for _, grand in children)  # one process: no halos
+
+
+def test_compile_is_a_sampling_choice(run_dir):
+    """model.compile comes from the sampling config (like model.backend), not the
+    checkpoint's: the loaded network is compiled (lazily: nothing runs here) or not."""
+    grid = make_grid(config(run_dir).grid.hr)
+    eager = load_sampling_model(config(run_dir), grid).precond.backbone
+    compiled = load_sampling_model(config(run_dir, "model.compile=true"), grid).precond.backbone
+    assert eager._compiled_call_impl is None and compiled._compiled_call_impl is not None
