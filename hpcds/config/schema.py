@@ -148,6 +148,9 @@ class ModelConfig:
     # checkpointed under autograd (0: all rows at once): a recomputed HR block then holds its
     # keys/values and one piece's activations, not all rows'
     graph_block_rows: int = 0
+    # torch.compile the network (inductor, one graph: fullgraph, halo exchanges included) for
+    # training and sampling; an execution choice like `backend` (see hpcds/models/compile.py)
+    compile: bool = False
 
 
 @dataclass

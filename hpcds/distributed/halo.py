@@ -138,7 +138,9 @@ def scatter_halo_grad(grad_ext: torch.Tensor, plan: HaloPlan, transport) -> torc
         return grad_ext
     B, rest = grad_ext.shape[0], tuple(grad_ext.shape[2:])
     lo, hi = plan.n_left, plan.n_left + plan.n_local
-    grad = grad_ext[:, lo:hi].contiguous()
+    # a copy even where the slice is contiguous (B = 1): the result is written into below and
+    # must not alias grad_ext (the input of a custom op, hpcds::halo_exchange_backward)
+    grad = grad_ext[:, lo:hi].clone(memory_format=torch.contiguous_format)
     back, offset = [], 0
     for p, c in plan.left:
         back.append((p, grad_ext[:, offset:offset + c].contiguous()))

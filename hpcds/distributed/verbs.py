@@ -2,6 +2,7 @@
 
     ctx = ShardContext.from_groups(groups, transport="torch")   # or ShardContext.single()
     h_ext = halo_exchange(h, plan, ctx)         (B, n_local, C) → (B, n_ext, C), autograd
+                                                (the custom op hpcds::halo_exchange)
     total = all_reduce_sum(partial, ctx)        sum over the model-parallel group, autograd
     all_reduce_replicated_grads(model, ctx)     after backward: Σ over model-parallel ranks
                                                 of every replicated parameter's .grad
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from hpcds.distributed import primitives as prim
-from hpcds.distributed.autograd import AllReduceSum, HaloExchange
+from hpcds.distributed.autograd import AllReduceSum, HaloRoute, halo_exchange_op
 from hpcds.distributed.halo import HaloPlan
 from hpcds.distributed.transport import HaloTransport, LocalTransport
 
@@ -44,11 +45,18 @@ class ShardContext:
                              f" but the context is rank {self.rank}/{self.size}")
 
 
-def halo_exchange(x: torch.Tensor, plan: HaloPlan, ctx: ShardContext) -> torch.Tensor:
-    """x (B, n_local, *F) → (B, n_left + n_local + n_right, *F) along `plan`."""
+def halo_exchange(x: torch.Tensor, plan: HaloPlan, ctx: ShardContext,
+                  route: HaloRoute | None = None) -> torch.Tensor:
+    """x (B, n_local, *F) → (B, n_left + n_local + n_right, *F) along `plan`. `route`: the
+    plan's registered HaloRoute (a module keeps one; torch.compile needs it to be a stable
+    constant); None makes a one-off route (eager callers)."""
     if ctx.size == 1:
         return x
-    return HaloExchange.apply(x, plan, ctx.transport)
+    if route is None:
+        route = HaloRoute(plan, ctx.transport)
+    elif route.plan is not plan or route.transport is not ctx.transport:
+        raise ValueError("halo_exchange: the route holds another plan or transport")
+    return halo_exchange_op(x, route)
 
 
 def all_reduce_sum(x: torch.Tensor, ctx: ShardContext) -> torch.Tensor:

@@ -12,9 +12,9 @@ What comes from where:
   network     the checkpoint's own config decides the architecture (`model`, `data.variables`,
               `diffusion.sigma_data`, `diffusion.deterministic`): sampling with another
               preset's model section cannot silently build a different network. Only
-              `model.backend` (the kernels) is taken from the sampling config. The σ schedule
-              (`diffusion.sigma_min/sigma_max/rho`) is a sampling choice and comes from the
-              sampling config.
+              `model.backend` (the kernels) and `model.compile` are taken from the sampling
+              config. The σ schedule (`diffusion.sigma_min/sigma_max/rho`) is a sampling
+              choice and comes from the sampling config.
   statistics  the checkpoint's `normalisation`, else `statistics.json` beside it (the run
               directory's record, `hpcds.checkpoint.STATS_NAME`).
 """
@@ -141,8 +141,9 @@ def load_sampling_model(cfg: HpcdsConfig, hr_grid: Grid,
             f"{list(cfg.data.variables)}: set data.variables=[{','.join(variables)}]")
 
     train_cfg.model.backend = cfg.model.backend  # kernels are an execution choice
+    train_cfg.model.compile = cfg.model.compile  # and so is compiling
     precond = build_denoiser(train_cfg, hr_grid, len(variables), len(FORCING_NAMES),
-                             cache_dir=cfg.grid.cache_dir, parts=parts)
+                             cache_dir=cfg.grid.cache_dir, parts=parts, device=device)
     net = precond.backbone
 
     weights, which = state["model"], "model"

@@ -56,6 +56,7 @@ from hpcds.data.layout import (CF_KEYS, DIMS, add_array, anemoi_root_attrs, grou
                                write_grid_coordinates)
 from hpcds.errors import StoreError
 from hpcds.grids.geometry import Grid
+from hpcds.observe import trace_range
 
 FORMAT = "hpcds-ensemble"
 FORMAT_VERSION = 1
@@ -332,9 +333,9 @@ class EnsembleStore:
                              "(member, variable, cell)")
         if self.dates[t] in self.missing_dates:
             raise StoreError(f"date {iso(self.dates[t])} is declared missing in {self.path}")
-        block = np.ascontiguousarray(values.transpose(1, 0, 2), dtype=np.float32)
-        runs = np.split(np.arange(len(members)), np.flatnonzero(np.diff(members) != 1) + 1)
-        with writing(self.path):
+        with trace_range("write"), writing(self.path):
+            block = np.ascontiguousarray(values.transpose(1, 0, 2), dtype=np.float32)
+            runs = np.split(np.arange(len(members)), np.flatnonzero(np.diff(members) != 1) + 1)
             for run in runs:  # contiguous member runs: one orthogonal write each
                 m0 = int(members[run[0]])
                 self._data[t, :, m0:m0 + len(run), cells] = block[:, run[0]:run[-1] + 1]

@@ -25,6 +25,10 @@ recomputed block repeats its halo exchange in backward; the autograd graphs are 
 every rank, so the recomputes (and their exchanges) come in the same order everywhere
 (tests/distributed/test_checkpointing_sharded.py).
 
+NVTX ranges (hpcds/observe.py): "encoder" (the embeddings and the encoder block),
+"processor", "decoder", "refiner" around the forward's components; with activation
+checkpointing each block's recompute in backward runs in its component's range again.
+
 Why the refiner: the hidden grid is several HR spacings wide, and the only other path is the
 per-node skip. Denoising at small σ means averaging a node's noisy value with its HR
 neighbours' — below the hidden spacing nothing else can do that, and without it the sampled
@@ -40,15 +44,17 @@ and every block's `halo` module can be swapped for a halo exchange.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 from torch import nn
-from torch.autograd.profiler import record_function
 from torch.utils.checkpoint import checkpoint
 
 from hpcds.config.schema import ModelConfig
 from hpcds.models.graphs import ModelGraphs
 from hpcds.nn import GraphAttentionBlock, NoiseEmbedding, WindowAttentionBlock, get_op
 from hpcds.nn.modulation import AdaLN
+from hpcds.observe import trace_range
 
 GRAPH_BUFFERS = ("encoder_senders", "encoder_receivers", "encoder_edge_attr",
                  "decoder_senders", "decoder_receivers", "decoder_edge_attr",
@@ -116,12 +122,18 @@ class DownscalerNet(nn.Module):
             for _ in range(cfg.refiner_layers))
         self.head = OutputHead(C, C, self.n_vars, get_op("modulated_layer_norm", cfg.backend))
 
-    def _block(self, blk: nn.Module, *args) -> torch.Tensor:
+    def _block(self, name: str | None, blk: nn.Module, *args) -> torch.Tensor:
         """blk(*args), checkpointed when training with activation checkpointing: only the
         block's inputs are kept, and its activations are recomputed in backward (halo
-        exchange included: the recompute exchanges again, in the same order on every rank)."""
+        exchange included: the recompute exchanges again, in the same order on every rank).
+        The recompute runs inside the NVTX range `name` (so it shows, nested in "backward",
+        as e.g. "processor" with its halo_exchange; None: no range). Under torch.compile the
+        checkpoint is traced without the range (hpcds/observe.py)."""
         if self.activation_checkpointing and torch.is_grad_enabled():
-            return checkpoint(blk, *args, use_reentrant=False)
+            if name is None or torch.compiler.is_compiling():
+                return checkpoint(blk, *args, use_reentrant=False)
+            return checkpoint(blk, *args, use_reentrant=False,
+                              context_fn=lambda: (nullcontext(), trace_range(name)))
         return blk(*args)
 
     def forward(self, x_in: torch.Tensor, cond: torch.Tensor, forcings: torch.Tensor,
@@ -139,21 +151,23 @@ class DownscalerNet(nn.Module):
             raise RuntimeError("this DownscalerNet holds one shard's graphs: shard it with "
                                "parallelize_model before calling it")
         emb = self.noise_embedding(c_noise)  # (B, C)
-        h_hr = self._block(self.input_embedding, x_in, cond, forcings)  # (B, N_hr, C)
-        h_hid = self.hidden_embedding(self.hidden_features.to(h_hr.dtype))  # (N_hid, C)
-        h_hid = h_hid.unsqueeze(0).expand(B, -1, -1)
-
-        with record_function("encoder"):
-            h_hid = self._block(self.encoder, h_hid, h_hr, emb, self.encoder_senders,
-                                self.encoder_receivers, self.encoder_edge_attr)
-        with record_function("processor"):
+        with trace_range("encoder"):  # the embeddings too: everything up to h_hid
+            h_hr = self._block("encoder", self.input_embedding, x_in, cond, forcings)
+            h_hid = self.hidden_embedding(self.hidden_features.to(h_hr.dtype))  # (N_hid, C)
+            h_hid = h_hid.unsqueeze(0).expand(B, -1, -1)  # h_hr (B, N_hr, C), (B, N_hid, C)
+            h_hid = self._block("encoder", self.encoder, h_hid, h_hr, emb,
+                                self.encoder_senders, self.encoder_receivers,
+                                self.encoder_edge_attr)
+        with trace_range("processor"):
             for blk in self.processor:
-                h_hid = self._block(blk, h_hid, emb)
-        with record_function("decoder"):
-            h_out = self._block(self.decoder, h_hr, h_hid, emb, self.decoder_senders,
-                                self.decoder_receivers, self.decoder_edge_attr)
-        with record_function("refiner"):
+                h_hid = self._block("processor", blk, h_hid, emb)
+        with trace_range("decoder"):
+            h_out = self._block("decoder", self.decoder, h_hr, h_hid, emb,
+                                self.decoder_senders, self.decoder_receivers,
+                                self.decoder_edge_attr)
+        with trace_range("refiner"):
             for blk in self.refiner:
-                h_out = self._block(blk, h_out, h_out, emb, self.refiner_senders,
-                                    self.refiner_receivers, self.refiner_edge_attr)
-        return self._block(self.head, h_out, emb)
+                h_out = self._block("refiner", blk, h_out, h_out, emb,
+                                    self.refiner_senders, self.refiner_receivers,
+                                    self.refiner_edge_attr)
+        return self._block(None, self.head, h_out, emb)

@@ -144,6 +144,12 @@ class GraphAttentionBlock(nn.Module):
                 edges = torch.searchsorted(receivers, starts).tolist()  # the one host sync
             bounds = [(rows[i], rows[i + 1], edges[i], edges[i + 1])
                       for i in range(len(rows) - 1)]
+            if torch.compiler.is_compiling():
+                # under torch.compile the read is traced into the graph (dynamo turns
+                # .tolist() into data-dependent sizes: a host read at every call, not once)
+                # and is not cached: that would mutate the module inside a checkpointed
+                # region, which fullgraph tracing refuses (the recompute would not replay it)
+                return bounds
             self._pieces = (key, bounds)
         return self._pieces[1]
 

@@ -1,7 +1,8 @@
 """The model pieces a run trains, built from the config (the denoiser as sampling builds it:
 `hpcds.checkpoint.build_denoiser`).
 
-    net        DownscalerNet F_θ (what checkpoints hold as `model`, and its EMA as `ema`)
+    net        DownscalerNet F_θ (what checkpoints hold as `model`, and its EMA as `ema`),
+               compiled in place when model.compile
     denoiser   EDMPrecond(net): D(x; σ, cond, forcings), or the regression of the conditional
                mean when diffusion.deterministic
     loss       EDMLoss (σ from diffusion.regime) or RegressionLoss, weighted by the HR cells'
@@ -43,8 +44,9 @@ def build_components(cfg: HpcdsConfig, hr_grid: Grid, n_vars: int, n_forcings: i
     if weights is not None and len(weights) != n_vars:
         raise ConfigError(f"bad value {list(weights)} for config key 'diffusion.variable_weights':"
                           f" expected {n_vars} weights, one per data.variables entry, or null")
+    # model.compile: lazily, so sharding the net later is fine
     denoiser = build_denoiser(cfg, hr_grid, n_vars, n_forcings,
-                              cache_dir=Path(cfg.grid.cache_dir), parts=parts).to(device)
+                              cache_dir=Path(cfg.grid.cache_dir), parts=parts, device=device)
     net = denoiser.backbone
     loss = make_loss(cfg.diffusion, area_weights=hr_grid.area_weights)
     return Components(net=net, denoiser=denoiser, loss=loss)

@@ -33,6 +33,7 @@ import torch
 
 from hpcds.checkpoint import step_name
 from hpcds.errors import ConfigError
+from hpcds.observe import trace_range
 from hpcds.train.parallel import TrainParallel
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,8 @@ class PlainStepper:
         self.optimizer.zero_grad(set_to_none=True)
 
     def backward(self, loss: torch.Tensor, n_micro: int) -> None:
-        (loss / n_micro).backward()
+        with trace_range("backward"):
+            (loss / n_micro).backward()
 
     def step(self) -> torch.Tensor:
         self.tp.reduce_grads(self.net)
@@ -92,8 +94,10 @@ class DeepSpeedStepper:
         pass  # DeepSpeed zeroes gradients itself at each accumulation boundary
 
     def backward(self, loss: torch.Tensor, n_micro: int) -> None:
-        self.engine.backward(loss * self.P)
-        self.engine.step()  # applies the update only at the accumulation boundary
+        with trace_range("backward"):
+            self.engine.backward(loss * self.P)
+        with trace_range("optimizer"):  # DeepSpeed's update runs here, not in step()
+            self.engine.step()  # applies the update only at the accumulation boundary
 
     def step(self) -> torch.Tensor:
         """The gradient norm DeepSpeed measured at this step's boundary, as a tensor on the

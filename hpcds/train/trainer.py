@@ -95,21 +95,24 @@ def accumulate_gradients(denoiser, loss_fn, micro_batches, generator, device, *,
     """Forward + backward of each micro-batch (dict of target/cond/forcings, optionally the
     draws sigma/noise); returns the mean loss (a tensor). `backward(loss, n_micro)` (a
     stepper's; default: backward of loss / n_micro); `nodes`/`reduce`: a shard's rows of the
-    global loss and the sum over the model-parallel group (hpcds/train/parallel.py)."""
+    global loss and the sum over the model-parallel group (hpcds/train/parallel.py). NVTX:
+    "loss" then "backward" per micro-batch (hpcds/observe.py)."""
     total = torch.zeros((), device=device)
     n = len(micro_batches)
     for batch in micro_batches:
         draws = {k: batch[k] for k in ("sigma", "noise") if k in batch}
         if nodes is not None:
             draws["nodes"] = nodes
-        with autocast(device):
-            out = loss_fn(denoiser, batch["target"], batch["cond"], batch["forcings"],
-                          generator=generator, **draws)
-        loss = out.loss if reduce is None else reduce(out.per_sample).mean()
+        with trace_range("loss"):  # the forward: σ/noise, EDMPrecond, the network, the MSE
+            with autocast(device):
+                out = loss_fn(denoiser, batch["target"], batch["cond"], batch["forcings"],
+                              generator=generator, **draws)
+            loss = out.loss if reduce is None else reduce(out.per_sample).mean()
         if backward is None:
-            (loss / n).backward()
+            with trace_range("backward"):
+                (loss / n).backward()
         else:
-            backward(loss, n)
+            backward(loss, n)  # the steppers open "backward" (and DeepSpeed "optimizer")
         total += loss.detach()
     return total / n
 

@@ -4,6 +4,8 @@ the deterministic mode and the command line."""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -271,3 +273,32 @@ def test_checkpoint_config_older_than_a_key_gets_its_legacy_value(tmp_path):
     old = config_from_yaml(OmegaConf.to_yaml(saved), tmp_path)
     assert old.model.refiner_layers == 0
     assert old.model.hidden_dim == cfg.model.hidden_dim
+
+
+def test_sampling_ranges_sampler_steps_then_write(run_dir, nvtx_ranges):
+    """NVTX: per batch of members, one "sampler_step" per solver step holding the network's
+    ranges of its denoiser calls (Heun: 2 per step, 1 on the last), then one "write"."""
+    cfg = config(run_dir, "sampling.members=2", "sampling.members_per_batch=2",
+                 f"sampling.output={run_dir}/nvtx.zarr")
+    generate(cfg, progress=False)
+    tree = nvtx_ranges.trees()[threading.get_ident()]
+    names = nvtx_ranges.names
+    steps = cfg.sampling.steps
+    assert names(tree) == (["sampler_step"] * steps + ["write"]) * N_DATES
+    network = ["encoder", "processor", "decoder", "refiner"]
+    for i, (name, children) in enumerate(tree):
+        if name == "write":
+            assert children == []
+        else:
+            evals = 1 if i % (steps + 1) == steps - 1 else 2
+            assert names(children) == network * evals
+            assert all(grand == [] for _, grand in children)  # one process: no halos
+
+
+def test_compile_is_a_sampling_choice(run_dir):
+    """model.compile comes from the sampling config (like model.backend), not the
+    checkpoint's: the loaded network is compiled (lazily: nothing runs here) or not."""
+    grid = make_grid(config(run_dir).grid.hr)
+    eager = load_sampling_model(config(run_dir), grid).precond.backbone
+    compiled = load_sampling_model(config(run_dir, "model.compile=true"), grid).precond.backbone
+    assert eager._compiled_call_impl is None and compiled._compiled_call_impl is not None
