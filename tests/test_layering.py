@@ -15,7 +15,8 @@ LAYERS = (
     ("errors", "indices"),
     ("atomic",),
     ("config",),
-    ("observe", "grids", "nn", "distributed"),
+    ("observe",),  # NVTX ranges: every layer above may mark its work
+    ("grids", "nn", "distributed"),
     ("diffusion", "data", "models"),
     ("checkpoint", "plan"),
     ("train", "ensemble"),
