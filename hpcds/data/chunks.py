@@ -32,16 +32,17 @@ def decoding(path: str | os.PathLike, array: str, fix: str = RECREATE):
     try:
         yield
     except DECODE_ERRORS as exc:
-        _let_sibling_reads_end()
+        wait_for_pending_io()
         detail = " ".join(str(exc).split())[:120] or type(exc).__name__
         raise StoreError(f"{path}: a chunk of `{array}` is corrupt ({detail}); {fix}") from None
 
 
-def _let_sibling_reads_end(timeout: float = 10.0) -> None:
-    """Wait until zarr's I/O loop has no task left. zarr reads a selection's chunks as tasks
-    on its own event loop (a daemon thread); when one chunk fails the others keep running, and
-    a process that exits before they end prints "Task was destroyed but it is pending!" after
-    the one-line error."""
+def wait_for_pending_io(timeout: float = 10.0) -> None:
+    """Wait until zarr's I/O loop has no task left. zarr reads and writes a selection's chunks
+    as tasks on its own event loop (a daemon thread); when one chunk fails the others keep
+    running: a process that exits before they end prints "Task was destroyed but it is
+    pending!" after the one-line error, and a writer that deletes its temporary store at once
+    races the writes still in flight, which re-create parts of it."""
     try:
         from zarr.core.sync import loop as zarr_loop  # zarr 3's I/O loop, [None] until used
     except ImportError:

@@ -29,7 +29,7 @@ import numpy as np
 import zarr
 
 from hpcds.atomic import exists_error, publish_dir, remove_path, temp_sibling, writing
-from hpcds.data.chunks import axis_key, decoding
+from hpcds.data.chunks import axis_key, decoding, wait_for_pending_io
 from hpcds.data.dates import as_dates, frequency_string, iso, list_dates, parse_frequency
 from hpcds.data.layout import (DIMS, add_array, anemoi_root_attrs, group_coordinates,
                                read_variables_metadata, write_grid_coordinates)
@@ -142,6 +142,7 @@ def create_store(
             write_grid_coordinates(group, grid)
             group.attrs.update(root_attrs)
         except BaseException:
+            wait_for_pending_io()
             remove_path(tmp)
             raise
     return StoreWriter(path, tmp, data, dates, missing, variables, overwrite)
@@ -233,6 +234,7 @@ class StoreWriter:
     def abort(self) -> None:
         """Discard the temporary store; an existing store at `path` is left as it was."""
         self._closed = True
+        wait_for_pending_io()  # chunk writes still in flight would re-create parts of it
         remove_path(self.tmp_path)
 
 

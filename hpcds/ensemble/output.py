@@ -50,7 +50,7 @@ import numpy as np
 import zarr
 
 from hpcds.atomic import exists_error, publish_dir, remove_path, temp_sibling, writing
-from hpcds.data.chunks import decoding
+from hpcds.data.chunks import decoding, wait_for_pending_io
 from hpcds.data.dates import as_dates, frequency_string, iso, list_dates, parse_frequency
 from hpcds.data.layout import (CF_KEYS, DIMS, add_array, anemoi_root_attrs, group_coordinates,
                                write_grid_coordinates)
@@ -221,6 +221,7 @@ def create_ensemble_store(path: str | os.PathLike, layout: EnsembleLayout, *,
             zarr.consolidate_metadata(tmp, zarr_format=2)
             publish_dir(tmp, path, overwrite=overwrite)
         except BaseException:
+            wait_for_pending_io()  # chunk writes in flight would re-create parts of tmp
             remove_path(tmp)
             raise
     return EnsembleStore.open(path, mode="r+")
