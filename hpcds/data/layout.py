@@ -10,10 +10,16 @@ carry as well, for hpcds readers of stores written before `variables_metadata`.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
+import zarr
 
+from hpcds.atomic import remove_path, temp_sibling, writing
+from hpcds.data.chunks import wait_for_pending_io
 from hpcds.data.dates import frequency_string, iso
 from hpcds.errors import StoreError
 from hpcds.grids.geometry import Grid
@@ -21,6 +27,35 @@ from hpcds.grids.geometry import Grid
 DIMS = ("time", "variable", "ensemble", "cell")
 CF_KEYS = ("units", "standard_name", "long_name")  # what hpcds takes from variables_metadata
 _COORD_CHUNK = 1 << 22  # (cell,) arrays: few chunks even at O2560, each small enough to fetch
+
+
+@contextlib.contextmanager
+def new_group(path: str | os.PathLike):
+    """A new zarr v2 group under a temporary sibling name of `path`: yields (tmp, group).
+    Write errors name `path` (`writing`); on any error inside, the temporary store is removed
+    once zarr's chunk writes still in flight have ended (they would re-create parts of it).
+    Publishing `tmp` at `path` is the caller's (now, or later by a writer object)."""
+    path = Path(path)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_sibling(path)
+        try:
+            yield tmp, zarr.open_group(tmp, mode="w-", zarr_format=2)
+        except BaseException:
+            wait_for_pending_io()
+            remove_path(tmp)
+            raise
+
+
+def create_data_array(group, shape: tuple[int, int, int, int], chunk_cells: int):
+    """The `data` array (time, variable, ensemble, cell) float32: one chunk per (date,
+    member) with every variable and up to `chunk_cells` cells; unwritten values read NaN."""
+    n_vars, n_cells = shape[1], shape[3]
+    data = group.create_array("data", shape=shape,
+                              chunks=(1, n_vars, 1, min(int(chunk_cells), n_cells)),
+                              dtype="float32", fill_value=np.nan)
+    data.attrs["_ARRAY_DIMENSIONS"] = list(DIMS)
+    return data
 
 
 def add_array(group, name, values, dims, chunks=None):

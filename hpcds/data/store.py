@@ -28,11 +28,12 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from hpcds.atomic import exists_error, publish_dir, remove_path, temp_sibling, writing
+from hpcds.atomic import exists_error, publish_dir, remove_path, writing
 from hpcds.data.chunks import axis_key, decoding, wait_for_pending_io
 from hpcds.data.dates import as_dates, frequency_string, iso, list_dates, parse_frequency
-from hpcds.data.layout import (DIMS, add_array, anemoi_root_attrs, group_coordinates,
-                               read_variables_metadata, write_grid_coordinates)
+from hpcds.data.layout import (DIMS, add_array, anemoi_root_attrs, create_data_array,
+                               group_coordinates, new_group, read_variables_metadata,
+                               write_grid_coordinates)
 from hpcds.data.stats import RunningStats
 from hpcds.errors import StoreError
 from hpcds.grids.geometry import Grid
@@ -125,26 +126,13 @@ def create_store(
                          ) from None
     root_attrs.update(extra)
 
-    with writing(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = temp_sibling(path)
-        try:
-            group = zarr.open_group(tmp, mode="w-", zarr_format=2)
-            data = group.create_array(
-                "data",
-                shape=(len(dates), len(variables), int(ensemble), n_cells),
-                chunks=(1, len(variables), 1, min(int(chunk_cells), n_cells)),
-                dtype="float32",
-                fill_value=np.nan,  # unwritten (missing) dates read back as NaN
-            )
-            data.attrs["_ARRAY_DIMENSIONS"] = list(DIMS)
-            add_array(group, "dates", dates, ["time"])
-            write_grid_coordinates(group, grid)
-            group.attrs.update(root_attrs)
-        except BaseException:
-            wait_for_pending_io()
-            remove_path(tmp)
-            raise
+    with new_group(path) as (tmp, group):
+        # unwritten (missing) dates read back as NaN
+        data = create_data_array(group, (len(dates), len(variables), int(ensemble), n_cells),
+                                 chunk_cells)
+        add_array(group, "dates", dates, ["time"])
+        write_grid_coordinates(group, grid)
+        group.attrs.update(root_attrs)
     return StoreWriter(path, tmp, data, dates, missing, variables, overwrite)
 
 

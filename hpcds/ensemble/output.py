@@ -49,11 +49,11 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from hpcds.atomic import exists_error, publish_dir, remove_path, temp_sibling, writing
-from hpcds.data.chunks import decoding, wait_for_pending_io
+from hpcds.atomic import exists_error, publish_dir, writing
+from hpcds.data.chunks import decoding
 from hpcds.data.dates import as_dates, frequency_string, iso, list_dates, parse_frequency
-from hpcds.data.layout import (CF_KEYS, DIMS, add_array, anemoi_root_attrs, group_coordinates,
-                               write_grid_coordinates)
+from hpcds.data.layout import (CF_KEYS, add_array, anemoi_root_attrs, create_data_array,
+                               group_coordinates, new_group, write_grid_coordinates)
 from hpcds.errors import StoreError
 from hpcds.grids.geometry import Grid
 from hpcds.observe import trace_range
@@ -184,46 +184,35 @@ def create_ensemble_store(path: str | os.PathLike, layout: EnsembleLayout, *,
         "provenance": _identity_json(provenance or {}),
         "hpcds_config": config_yaml or "",
     }
-    with writing(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = temp_sibling(path)
-        try:
-            group = zarr.open_group(tmp, mode="w-", zarr_format=2)
-            data = group.create_array(
-                "data", shape=(len(axis), len(variables), n_members, n_cells),
-                chunks=(1, len(variables), 1, min(int(layout.chunk_cells), n_cells)),
-                dtype="float32", fill_value=np.nan)
-            data.attrs.update({
-                "_ARRAY_DIMENSIONS": list(DIMS),
-                "coordinates": "dates latitudes longitudes lr_member",
-                "long_name": "downscaled high-resolution ensemble",
-                "comment": "per-variable units and CF names: root attribute variables_metadata",
-            })
-            done = group.create_array("done", shape=(len(axis), n_members), chunks=(1, 1),
-                                      dtype="uint8", fill_value=None)  # missing chunks read 0
-            done.attrs.update({
-                "_ARRAY_DIMENSIONS": ["time", "ensemble"],
-                "long_name": "1 once every cell of (date, member) is written",
-            })
-            add_array(group, "dates", axis, ["time"])
-            write_grid_coordinates(group, grid)
-            group["latitudes"].attrs.update({"units": "degrees_north",
-                                             "standard_name": "latitude"})
-            group["longitudes"].attrs.update({"units": "degrees_east",
-                                              "standard_name": "longitude"})
-            lr_member = np.repeat(np.arange(layout.lr_members, dtype=np.int64), layout.members)
-            add_array(group, "lr_member", lr_member, ["ensemble"])
-            names = group.create_array("variable", shape=(len(variables),), dtype=str,
-                                       chunks=(len(variables),), fill_value=None)
-            names[...] = np.array(variables)
-            names.attrs["_ARRAY_DIMENSIONS"] = ["variable"]
-            group.attrs.update(attrs)
-            zarr.consolidate_metadata(tmp, zarr_format=2)
-            publish_dir(tmp, path, overwrite=overwrite)
-        except BaseException:
-            wait_for_pending_io()  # chunk writes in flight would re-create parts of tmp
-            remove_path(tmp)
-            raise
+    with new_group(path) as (tmp, group):
+        data = create_data_array(group, (len(axis), len(variables), n_members, n_cells),
+                                 layout.chunk_cells)
+        data.attrs.update({
+            "coordinates": "dates latitudes longitudes lr_member",
+            "long_name": "downscaled high-resolution ensemble",
+            "comment": "per-variable units and CF names: root attribute variables_metadata",
+        })
+        done = group.create_array("done", shape=(len(axis), n_members), chunks=(1, 1),
+                                  dtype="uint8", fill_value=None)  # missing chunks read 0
+        done.attrs.update({
+            "_ARRAY_DIMENSIONS": ["time", "ensemble"],
+            "long_name": "1 once every cell of (date, member) is written",
+        })
+        add_array(group, "dates", axis, ["time"])
+        write_grid_coordinates(group, grid)
+        group["latitudes"].attrs.update({"units": "degrees_north",
+                                         "standard_name": "latitude"})
+        group["longitudes"].attrs.update({"units": "degrees_east",
+                                          "standard_name": "longitude"})
+        lr_member = np.repeat(np.arange(layout.lr_members, dtype=np.int64), layout.members)
+        add_array(group, "lr_member", lr_member, ["ensemble"])
+        names = group.create_array("variable", shape=(len(variables),), dtype=str,
+                                   chunks=(len(variables),), fill_value=None)
+        names[...] = np.array(variables)
+        names.attrs["_ARRAY_DIMENSIONS"] = ["variable"]
+        group.attrs.update(attrs)
+        zarr.consolidate_metadata(tmp, zarr_format=2)
+        publish_dir(tmp, path, overwrite=overwrite)
     return EnsembleStore.open(path, mode="r+")
 
 
