@@ -103,6 +103,7 @@ def measure(cfg, run: Path, n_sigmas: int, draws: int, seed: int) -> dict:
     loss /= n_dates * draws
     mse /= n_dates * draws
     masks = band_masks(k, lr_nyquist(cfg))
+    white = white_power(hr)
     rows = []
     for j, sigma in enumerate(sigmas):
         for v, name in enumerate(variables):
@@ -115,7 +116,7 @@ def measure(cfg, run: Path, n_sigmas: int, draws: int, seed: int) -> dict:
                 row[f"err/target {b}"] = float(err_power[j, v, m].mean() / t)
                 # white noise of variance σ² per node spreads evenly over the DCT's modes;
                 # its band power against the target's (same normalisation as `err`)
-                row[f"noise/target {b}"] = float(sigma**2 * white_power(k, hr)[m].mean() / t)
+                row[f"noise/target {b}"] = float(sigma**2 * white[m].mean() / t)
             rows.append(row)
     return {"k": k.tolist(), "bands": {b: [float(k[m].min()), float(k[m].max())]
                                        for b, m in masks.items()},
@@ -152,14 +153,12 @@ def wiener_mse(targets: np.ndarray, grid, sigmas: np.ndarray, n_bins: int = 48
     return out
 
 
-def white_power(k: np.ndarray, grid) -> np.ndarray:
-    """The spectrum of unit white noise on `grid` (the mean over a few draws' spectra is the
-    same for every draw up to sampling error; one fixed draw of 16 fields is enough here)."""
-    if not hasattr(white_power, "cache"):
-        gen = np.random.default_rng(0)
-        _, p, _ = spectrum_for_grid(gen.standard_normal((16, grid.size)), grid)
-        white_power.cache = p.mean(axis=0)
-    return white_power.cache
+def white_power(grid) -> np.ndarray:
+    """The spectrum of unit white noise on `grid`: the mean of 16 fixed draws' spectra (every
+    draw has the same expectation; 16 are enough for the band means here)."""
+    gen = np.random.default_rng(0)
+    _, p, _ = spectrum_for_grid(gen.standard_normal((16, grid.size)), grid)
+    return p.mean(axis=0)
 
 
 def format_table(result: dict) -> str:
@@ -184,7 +183,6 @@ def main(argv=None) -> int:
                     help="write perf/results/denoiser-error-<date>-TAG.json")
     args = ap.parse_args(argv)
     cfg = load_config(str(args.run / "demo.config.yaml"))
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     result = measure(cfg, args.run, args.sigmas, args.draws, args.seed)
     print(f"bands (rad/km): {json.dumps(result['bands'])}; {result['n_dates']} dates x "
           f"{result['draws']} draws")

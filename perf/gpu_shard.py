@@ -26,15 +26,13 @@ import argparse
 import dataclasses
 import json
 import math
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from kernels import decoder_graph  # noqa: E402  (perf/kernels.py)
+from kernels import decoder_graph, median_seconds  # noqa: E402  (perf/kernels.py)
 from machine import machine_info  # noqa: E402
 
 from hpcds.config.load import load_config  # noqa: E402
@@ -104,21 +102,6 @@ def build_net(cfg, shape: ShardShape, backend: str, device, dtype, gen) -> Downs
     return net.to(device, dtype)
 
 
-def timed(fn, device, repeat: int) -> float:
-    """Median seconds of fn() over `repeat` calls after one warm-up."""
-    times = []
-    for i in range(repeat + 1):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if i:
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def peak(device) -> int:
     return torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
 
@@ -143,7 +126,7 @@ def run_backend(cfg, shape: ShardShape, backend: str, device, dtype, repeat: int
         net.zero_grad(set_to_none=False)  # gradients stay allocated, as in training
         net(x, cond, forcings, c_noise).float().square().mean().backward()
 
-    fwd_bwd = timed(train_step, device, repeat)
+    fwd_bwd = median_seconds(train_step, 1, repeat, device, f"shard.{backend}.fwd_bwd")
     measured = peak(device)
     del x, cond, forcings
     for p in net.parameters():
@@ -158,7 +141,7 @@ def run_backend(cfg, shape: ShardShape, backend: str, device, dtype, repeat: int
                 net(xs, cs, fs, torch.zeros(M, device=device))
 
     reset_peak(device)
-    sampler = timed(sampler_step, device, repeat)
+    sampler = median_seconds(sampler_step, 1, repeat, device, f"shard.{backend}.sampler")
     row = dict(backend=backend, fwd_bwd_ms=fwd_bwd * 1e3, sampler_step_ms=sampler * 1e3,
                sampler_members=M, peak_fwd_bwd_gib=measured / GIB,
                peak_sampler_gib=peak(device) / GIB, predicted_fwd_bwd_gib=predicted / GIB,
