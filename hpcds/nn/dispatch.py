@@ -96,7 +96,7 @@ def get_op(op: str, backend: Backend | str = Backend.reference) -> Callable:
         raise ValueError(f"unknown op {op!r}; ops: {', '.join(OPS)}")
     name = resolve(op, backend)
     impl = _REGISTRY[op].get(name)
-    if impl is not None and (impl.is_available is None or impl.is_available()):
+    if _available(op, name):
         return impl.fn
     if REFERENCE not in _REGISTRY[op]:
         raise RuntimeError(f"op {op!r} has no reference implementation registered")
