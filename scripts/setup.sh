@@ -3,13 +3,21 @@
 #   bash scripts/setup.sh          runtime: system data packages, torch, hpcds (editable)
 #   bash scripts/setup.sh --test   also test-only references (.testdata), test packages and
 #                                  the side venv .venv-anemoi (the real anemoi-datasets)
+#   bash scripts/setup.sh --peers  also the side venv .venv-peers (anemoi-models 0.12.1 for the
+#                                  peer benchmark perf/peer_anemoi.py; scripts/setup_peers.sh)
 # CPU machines get the CPU build of torch (`pip install torch==2.13.0`, on disk here) instead of
 # a multi-GB CUDA build; on a machine with an NVIDIA driver the torch already in the venv (or
 # pip's default CUDA build) is kept. Idempotent: a second run installs nothing new.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-want_tests=0
-[ "${1:-}" = "--test" ] && want_tests=1
+want_tests=0 want_peers=0
+for arg in "$@"; do
+  case "$arg" in
+    --test) want_tests=1 ;;
+    --peers) want_peers=1 ;;
+    *) echo "setup: unknown option $arg (options: --test, --peers)" >&2; exit 2 ;;
+  esac
+done
 
 apt_updated=0
 apt_install() {  # apt_install PACKAGE...: Debian packages, without their recommends
@@ -66,4 +74,9 @@ if [ "$want_tests" = 1 ]; then
   bash scripts/fetch_testdata.sh
   # tests/anemoi drive the real anemoi-datasets; it pins zarr 2, hence its own venv
   bash scripts/setup_anemoi.sh
+fi
+
+# --- the peer benchmark's side venv (never a dependency of hpcds) --------------------------
+if [ "$want_peers" = 1 ]; then
+  bash scripts/setup_peers.sh
 fi
