@@ -140,6 +140,10 @@ class ModelConfig:
     decoder_knn: int = 4  # each HR node receives from its nearest decoder_knn hidden nodes
     refiner_layers: int = 1  # graph-attention blocks over HR→HR neighbours after the decoder
     refiner_knn: int = 8  # each HR node attends to its refiner_knn nearest HR nodes (itself too)
+    # EDM's skip term through a learned σ-conditioned local linear filter over the refiner's
+    # HR neighbours, D = c_skip·S_σ(x) + c_out·F (hpcds/nn/skip_filter.py): removes the
+    # grid-scale noise that F alone left (the white-noise floor of issue 12)
+    skip_filter: bool = False
     backend: Backend = Backend.reference  # kernels for graph attention / window attention / LN
     # checkpoint every block (encoder, processor, decoder, refiner): keep only the blocks'
     # inputs, recompute one block at a time in backward (its halo exchange included)

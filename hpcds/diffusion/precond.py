@@ -1,6 +1,8 @@
 """EDM preconditioning (Karras et al. 2022, Table 1 and §5): D(x; σ) from the raw network F_θ.
 
     D(x; σ) = c_skip(σ)·x + c_out(σ)·F_θ(c_in(σ)·x, cond, forcings, c_noise(σ))
+(with `model.skip_filter`, x in the skip term is S_σ(x), the backbone's learned local linear
+filter `filter_skip(x, σ, c_noise)`: hpcds/nn/skip_filter.py)
     c_skip = σ_d² / (σ² + σ_d²)      c_out = σ·σ_d / √(σ² + σ_d²)
     c_in   = 1 / √(σ² + σ_d²)        c_noise = ln(σ) / 4
 
@@ -82,7 +84,10 @@ class EDMPrecond(nn.Module):
         net = _param_dtype(self.backbone)
         F_x = self.backbone((c_in[:, None, None] * x).to(net), cond.to(net),
                             forcings.to(net), c_noise.to(net))
-        return c_skip[:, None, None] * x + c_out[:, None, None] * F_x.to(calc)
+        # the backbone's local skip filter S_σ (hpcds/nn/skip_filter.py), if it has one
+        filter_skip = getattr(self.backbone, "filter_skip", None)
+        x_skip = x if filter_skip is None else filter_skip(x, sigma, c_noise.to(net))
+        return c_skip[:, None, None] * x_skip + c_out[:, None, None] * F_x.to(calc)
 
     def regress(self, cond: torch.Tensor, forcings: torch.Tensor) -> torch.Tensor:
         """Deterministic mode: σ_d·F(0, cond, forcings, c_noise = const) → (B, N, V) float32."""

@@ -52,7 +52,8 @@ from torch.utils.checkpoint import checkpoint
 
 from hpcds.config.schema import ModelConfig
 from hpcds.models.graphs import ModelGraphs
-from hpcds.nn import GraphAttentionBlock, NoiseEmbedding, WindowAttentionBlock, get_op
+from hpcds.nn import (GraphAttentionBlock, LocalSkipFilter, NoiseEmbedding,
+                      WindowAttentionBlock, get_op)
 from hpcds.nn.modulation import AdaLN
 from hpcds.observe import trace_range
 
@@ -121,6 +122,8 @@ class DownscalerNet(nn.Module):
             GraphAttentionBlock(edge_dim=graphs.refiner_edge_attr.shape[1], rows=rows, **block)
             for _ in range(cfg.refiner_layers))
         self.head = OutputHead(C, C, self.n_vars, get_op("modulated_layer_norm", cfg.backend))
+        self.skip_filter = (LocalSkipFilter(self.n_vars, graphs.refiner_edge_attr.shape[1], C)
+                            if cfg.skip_filter else None)
 
     def _block(self, name: str | None, blk: nn.Module, *args) -> torch.Tensor:
         """blk(*args), checkpointed when training with activation checkpointing: only the
@@ -135,6 +138,16 @@ class DownscalerNet(nn.Module):
             return checkpoint(blk, *args, use_reentrant=False,
                               context_fn=lambda: (nullcontext(), trace_range(name)))
         return blk(*args)
+
+    def filter_skip(self, x: torch.Tensor, sigma: torch.Tensor, c_noise: torch.Tensor
+                    ) -> torch.Tensor:
+        """S_σ(x) for EDM's skip term (`model.skip_filter`; the identity without it): x the
+        noisy state (B, N_hr, V) in its own dtype (float64 in the samplers), σ, c_noise (B,)."""
+        if self.skip_filter is None:
+            return x
+        emb = self.noise_embedding(c_noise)  # (B, C)
+        return self.skip_filter(x, sigma, emb, self.refiner_senders, self.refiner_receivers,
+                                self.refiner_edge_attr)
 
     def forward(self, x_in: torch.Tensor, cond: torch.Tensor, forcings: torch.Tensor,
                 c_noise: torch.Tensor) -> torch.Tensor:

@@ -35,13 +35,14 @@ from torch import nn
 from hpcds.distributed import HaloModule, HaloPlan, ShardContext, graph_shard, window_plan
 from hpcds.distributed.halo import halo_needs, local_graph_shard
 from hpcds.grids import shard_ranges
-from hpcds.nn import GraphAttentionBlock, WindowAttentionBlock
+from hpcds.nn import GraphAttentionBlock, LocalSkipFilter, WindowAttentionBlock
 
 # top-level module name → (buffer prefix, source node set, destination node set)
 GRAPH_BLOCKS = {
     "encoder": ("encoder", "hr", "hidden"),
     "decoder": ("decoder", "hidden", "hr"),
     "refiner": ("refiner", "hr", "hr"),
+    "skip_filter": ("refiner", "hr", "hr"),  # a LocalSkipFilter: the refiner's neighbours
 }
 # top-level module name → node set its window blocks run over
 WINDOW_BLOCKS = {"processor": "hidden"}
@@ -84,7 +85,7 @@ def _blocks(model: nn.Module):
     """[(name, block, table entry)] of every graph/window attention block, checked."""
     found = []
     for name, mod in model.named_modules():
-        if isinstance(mod, GraphAttentionBlock):
+        if isinstance(mod, (GraphAttentionBlock, LocalSkipFilter)):
             table, kind = GRAPH_BLOCKS, "graph"
         elif isinstance(mod, WindowAttentionBlock):
             table, kind = WINDOW_BLOCKS, "window"

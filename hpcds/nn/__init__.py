@@ -16,11 +16,12 @@ from hpcds.nn.window_attention import window_attention_reference
 from hpcds.nn.modulation import AdaLN, modulated_layer_norm_reference
 from hpcds.nn.layers import MLP, EdgeBias, NoiseEmbedding, RMSNorm
 from hpcds.nn.blocks import GraphAttentionBlock, NoHalo, WindowAttentionBlock
+from hpcds.nn.skip_filter import LocalSkipFilter
 import hpcds.nn.kernels  # noqa: F401,E402  registers the triton/native backends (lazily)
 from hpcds.nn.window_attention_backends import window_attention_fused  # noqa: E402  registers
 
 __all__ = [
-    "OPS", "AdaLN", "EdgeBias", "GraphAttentionBlock", "MLP", "NoHalo", "NoiseEmbedding",
+    "OPS", "AdaLN", "EdgeBias", "GraphAttentionBlock", "LocalSkipFilter", "MLP", "NoHalo", "NoiseEmbedding",
     "RMSNorm", "WindowAttentionBlock", "get_op", "graph_attention_reference",
     "modulated_layer_norm_reference", "register", "registered", "window_attention_fused",
     "window_attention_reference",

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -115,6 +116,14 @@ def accumulate_gradients(denoiser, loss_fn, micro_batches, generator, device, *,
             backward(loss, n)  # the steppers open "backward" (and DeepSpeed "optimizer")
         total += loss.detach()
     return total / n
+
+
+def log_progress_line(step: int, total: int, loss: float, steps_per_s: float) -> None:
+    """The progress bar's content as one stderr line per log interval, where no terminal
+    shows the bar (Slurm output, a redirected log)."""
+    eta = int(round((total - step) / max(steps_per_s, 1e-9)))
+    print(f"train: step {step}/{total}  loss {loss:.4g}  {steps_per_s:.2f} steps/s  "
+          f"ETA {eta // 60}m{eta % 60:02d}s", file=sys.stderr, flush=True)
 
 
 def train(cfg: HpcdsConfig, progress: bool = True, stop_at: int | None = None) -> dict:
@@ -261,6 +270,8 @@ def train(cfg: HpcdsConfig, progress: bool = True, stop_at: int | None = None) -
                           "samples_per_s": n_acc * samples_per_step / seconds}
                 metrics.write(record)
                 bar.set_postfix(loss=f"{last_loss:.4g}", refresh=False)
+                if bar.disable and progress and tp.is_main:  # no terminal (srun, a log file)
+                    log_progress_line(step, t.steps, last_loss, n_acc / seconds)
                 if not math.isfinite(last_loss):
                     raise UserError(f"training diverged at step {step} (loss {last_loss}): "
                                     "lower training.lr or raise training.warmup_steps; "

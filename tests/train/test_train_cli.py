@@ -25,6 +25,10 @@ def test_cli_run_writes_config_metrics_and_checkpoints(overrides, tmp_path, caps
     assert code == 0
     captured = capsys.readouterr()
     assert "training:" in captured.err  # the resolved config, printed at start
+    # no terminal here, so no bar: the progress as one line per log interval instead
+    lines = [ln for ln in captured.err.splitlines() if ln.startswith("train: step")]
+    assert [ln.split()[2] for ln in lines] == ["2/4", "4/4"]
+    assert all("loss" in ln and "steps/s" in ln and "ETA" in ln for ln in lines)
     out = captured.out
     assert f"run dir: {run_dir}" in out
     for text in ("steps: 4", "train loss:", "val loss:", "steps/s", "samples/s"):
@@ -47,7 +51,8 @@ def test_cli_run_writes_config_metrics_and_checkpoints(overrides, tmp_path, caps
 
     # a finished run is not trained further: it resumes at its last step and stops
     assert main(["train", "tiny", *overrides, "training.steps=4", "--quiet"]) == 0
-    assert "resumed from step 4" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "resumed from step 4" in captured.out and "train: step" not in captured.err
 
     # fine-tune from it in a new run_dir: weights carried over, optimizer and step fresh
     tuned = tmp_path / "tuned"
