@@ -39,7 +39,7 @@ from hpcds.models import DownscalerNet
 from hpcds.models.downscaler import InputEmbedding, OutputHead
 from hpcds.indices import INDEX_DTYPE
 from hpcds.models.graphs import ModelGraphs
-from hpcds.nn import GraphAttentionBlock, WindowAttentionBlock, registered
+from hpcds.nn import GraphAttentionBlock, LocalSkipFilter, WindowAttentionBlock, registered
 from hpcds.nn.dispatch import OPS
 
 META = torch.device("meta")
@@ -340,6 +340,8 @@ def build_meta_model(cfg: ModelConfig, n_vars: int, n_forcings: int, shape: Shar
             module.halo = _MetaHalo(*shape.halo.get("window", (0, 0)))
         elif isinstance(module, GraphAttentionBlock):
             module.halo = _MetaHalo(*shape.halo.get(name.split(".")[0], (0, 0)))
+        elif isinstance(module, LocalSkipFilter):  # the refiner graph's neighbours
+            module.halo = _MetaHalo(*shape.halo.get("refiner", (0, 0)))
     return net
 
 
@@ -353,6 +355,8 @@ def run_counted(net: nn.Module, n_hr: int, batch: int, fused: bool | frozenset[s
     c_noise = torch.zeros(batch, device=device)
     with torch.enable_grad(), SavedTensorCounter(net, fused=fused) as counter:
         net(x, x.clone(), forcings, c_noise)
+        # the skip filter runs beside the network, in EDMPrecond (model.skip_filter)
+        net.filter_skip(x.float(), torch.ones(batch, device=device), c_noise)
     return counter.count
 
 

@@ -56,13 +56,20 @@ def test_cli_run_writes_config_metrics_and_checkpoints(overrides, tmp_path, caps
 
     # fine-tune from it in a new run_dir: weights carried over, optimizer and step fresh
     tuned = tmp_path / "tuned"
-    code = main(["train", "tiny", *overrides, "training.steps=2",
+    # (another seed: a run that ignored init_from would start from different weights)
+    code = main(["train", "tiny", *overrides, "training.steps=2", "run.seed=7",
                  f"training.run_dir={tuned}", f"training.init_from={run_dir / LATEST}",
                  "diffusion.regime=karras_uniform", "diffusion.sigma_max=1e5", "--quiet"])
     assert code == 0
     ckpt = load_checkpoint(tuned / LATEST)
     assert ckpt["step"] == 2 and ckpt["scheduler"] == {"step": 2}
     assert "karras_uniform" in ckpt["config"]
+    # the weights are the source's moved by 2 AdamW steps: each step moves a weight by at
+    # most ~lr (|m̂/√v̂| ≤ 1 at the first steps) plus the decay; fresh weights differ by ~0.1
+    source = load_checkpoint(run_dir / LATEST)["model"]
+    lr = yaml.safe_load((tuned / "config.yaml").read_text())["training"]["lr"]
+    moved = max(float((ckpt["model"][k] - w).abs().max()) for k, w in source.items())
+    assert moved <= 2.5 * lr, f"fine-tuned weights {moved} away from the source's"
 
 
 def test_bad_training_value_is_a_user_error(overrides, capsys):
