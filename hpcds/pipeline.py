@@ -5,6 +5,11 @@
                 interpolation, the deterministic model and the oracle → report
                 (scores.json, plots, index.html)
 
+and, as a second stage (`hpcds demo --finetune`, `run_finetune`), high-noise fine-tuning:
+
+    fine-tune the diffusion model (σ uniform on the Karras ramp up to σ_max = 1e5, from its
+    weights) → sample the same held-out dates → evaluate before and after together → report
+
 Only the `training.val_dates` held-out dates (the last ones) are sampled and scored: scores
 on dates the model trained on would flatter it.
 
@@ -19,7 +24,16 @@ import sys
 import time
 from pathlib import Path
 
-from hpcds.config.schema import HpcdsConfig
+from hpcds.config.schema import HpcdsConfig, SigmaRegime
+
+FINETUNE_SIGMA_MAX = 1e5  # the high-noise regime's σ_max (hpcds/diffusion/sigma.py)
+FINETUNE_STEPS = 300  # `hpcds demo --finetune`'s default (10 with --quick)
+# The fine-tune continues the source's EMA (its update count too, so no EMA warm-up): at the
+# demo's 0.999 the averaged weights that sampling uses would, after 300 steps, still be 74 %
+# the source's (0.999^300). 0.99 averages over ~100 steps: 5 % after 300. A constant, not a
+# function of the step count, so that a finished fine-tune can be extended (a resume refuses
+# a changed training.ema_decay).
+FINETUNE_EMA_DECAY = 0.99
 
 
 def _stage(name: str) -> float:
@@ -93,3 +107,88 @@ def run_pipeline(cfg: HpcdsConfig, out: str | Path, progress: bool = True, *,
     times["evaluate"] = time.perf_counter() - t
     return {"result": result, "report": index, "times": times,
             "train": {"diffusion": s_diff, "deterministic": s_det}}
+
+
+def finetune_config(cfg: HpcdsConfig, out: str | Path, diffusion_checkpoint: str | Path,
+                    steps: int = FINETUNE_STEPS) -> HpcdsConfig:
+    """The diffusion config of `cfg` fine-tuned in the high-noise regime: σ uniform on the
+    Karras ramp up to FINETUNE_SIGMA_MAX, `steps` steps from the weights (and EMA) of
+    `diffusion_checkpoint` with a fresh optimizer and schedule (training.init_from), into
+    out/train_finetune, its EMA decay at most FINETUNE_EMA_DECAY; every other setting (lr,
+    warm-up, batch, seed, sampling.*) is cfg's."""
+    ft = copy.deepcopy(cfg)
+    ft.diffusion.deterministic = False
+    ft.diffusion.regime = SigmaRegime.karras_uniform
+    ft.diffusion.sigma_max = FINETUNE_SIGMA_MAX
+    ft.training.steps = int(steps)
+    ft.training.ema_decay = min(float(cfg.training.ema_decay), FINETUNE_EMA_DECAY)
+    ft.training.init_from = str(diffusion_checkpoint)
+    ft.training.run_dir = str(Path(out) / "train_finetune")
+    return ft
+
+
+def _val_losses(run_dir: Path) -> tuple[float | None, float | None]:
+    """The EMA validation loss of a fine-tuning run at its first (the source's weights) and
+    last validation: both under the fine-tuning σ distribution."""
+    from hpcds.train.metrics import read_metrics
+
+    path = run_dir / "metrics.jsonl"
+    val = read_metrics(path, "val") if path.is_file() else []
+    if not val:
+        return None, None
+    first, last = val[0], val[-1]
+    return first.get("ema_loss"), last.get("ema_loss")
+
+
+def run_finetune(cfg: HpcdsConfig, out: str | Path, diffusion_checkpoint: str | Path,
+                 progress: bool = True, *, steps: int = FINETUNE_STEPS,
+                 before: str | Path | None = None,
+                 deterministic_checkpoint: str | Path | None = None) -> dict:
+    """The high-noise fine-tuning stage, after `run_pipeline` into the same `out`: train
+    `finetune_config(cfg, out, diffusion_checkpoint, steps)`, sample the held-out dates into
+    out/ensemble_finetuned.zarr, and evaluate it with the diffusion model's ensemble `before`
+    (default out/ensemble.zarr) as the sources "before" and "after" (+ the oracle,
+    interpolation and, given its checkpoint, the deterministic model) into out/eval_finetune.
+    Returns {"result", "report", "times", "train": the fine-tuning summary, "val_loss":
+    (before, after) EMA validation loss under the fine-tuning σ distribution}."""
+    from hpcds.ensemble.generate import generate
+    from hpcds.errors import UserError
+    from hpcds.evaluate.report import write_report
+    from hpcds.evaluate.run import evaluate
+    from hpcds.grids import make_grid
+    from hpcds.train import train
+
+    if not diffusion_checkpoint or not Path(diffusion_checkpoint).is_file():
+        raise UserError(f"no diffusion checkpoint to fine-tune from ({diffusion_checkpoint}): "
+                        "train the diffusion model first (training.steps >= 1)")
+    out = Path(out)
+    before = Path(before) if before is not None else out / "ensemble.zarr"
+    times: dict[str, float] = {}
+    ft = finetune_config(cfg, out, diffusion_checkpoint, steps)
+    t = _stage(f"fine-tune the diffusion model at high noise ({ft.training.steps} steps, "
+               f"σ uniform on the Karras ramp to {ft.diffusion.sigma_max:g})")
+    s_ft = train(ft, progress=progress)
+    times["finetune"] = time.perf_counter() - t
+
+    held_out = held_out_config(cfg)
+    ft.data.start_date = held_out.data.start_date
+    # Sampled with the demo's sampling.* (solver, steps, members, seed: the same noise as the
+    # "before" ensemble, member for member) and the fine-tuned model's own training σ range:
+    # the schedule starts from σ_max = 1e5, as the σ schedule comes from the sampling config's
+    # diffusion.* (hpcds/ensemble/model.py) and KarrasUniformSigma trains σ uniformly along
+    # this very Karras ramp; "before" starts from its own training σ_max (80). With the same step
+    # count, fewer of the steps fall below σ = 80 (about 12 of 40 at ρ = 7).
+    t = _stage(f"sample the fine-tuned model: {cfg.sampling.members} members for each of the "
+               f"{cfg.training.val_dates} held-out dates")
+    ft.sampling.output = str(out / "ensemble_finetuned.zarr")
+    generate(ft, checkpoint=s_ft["checkpoint"], overwrite=True, progress=progress)
+    times["finetune_sample"] = time.perf_counter() - t
+
+    t = _stage("evaluate before and after fine-tuning")
+    result = evaluate(held_out, {"before": str(before), "after": ft.sampling.output},
+                      out_dir=out / "eval_finetune",
+                      deterministic_checkpoint=deterministic_checkpoint, progress=progress)
+    index = write_report(result, out / "eval_finetune", make_grid(cfg.grid.hr))
+    times["finetune_evaluate"] = time.perf_counter() - t
+    return {"result": result, "report": index, "times": times, "train": s_ft,
+            "val_loss": _val_losses(Path(ft.training.run_dir))}
