@@ -1,17 +1,38 @@
 """`hpcds demo --quick`: the whole pipeline (benchmark → train both models → sample → evaluate
-→ report) runs end to end in its CI size and prints the report path and a 5-line summary."""
+→ report) runs end to end in its CI size and prints the report path and a 5-line summary.
+With --finetune, the high-noise fine-tuning stage follows on the same run (one demo for both
+tests): fine-tuned from the diffusion run's weights, sampled, and scored before/after."""
+
+import contextlib
+import io
+import re
+
+import pytest
+import yaml
+import zarr
 
 from hpcds.cli.main import main
 
+FINETUNE_STEPS = 2
 
-def test_demo_quick_end_to_end(tmp_path, capsys):
-    out = tmp_path / "demo"
-    assert main(["demo", "--quick", "--out", str(out), "--quiet",
-                 "model.hidden_dim=16", "model.num_heads=2", "model.processor_layers=1"]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """(out dir, stdout lines, stderr) of one `hpcds demo --quick --finetune-steps 2` run."""
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = main(["demo", "--quick", "--finetune-steps", str(FINETUNE_STEPS),
+                     "--out", str(out), "--quiet",
+                     "model.hidden_dim=16", "model.num_heads=2", "model.processor_layers=1"])
+    assert code == 0, stderr.getvalue()[-2000:]
+    return out, stdout.getvalue().strip().splitlines(), stderr.getvalue()
+
+
+def test_demo_quick_end_to_end(demo):
+    out, lines, _ = demo
     assert lines[0] == f"report: {out / 'eval' / 'index.html'}"
-    summary = lines[1:]
-    assert len(summary) == 5
+    summary = lines[1:6]
     assert summary[0].startswith("CRPS / oracle CRPS: forecast")
     for source in ("oracle 1.000", "deterministic", "interpolation"):
         assert source in summary[0]
@@ -21,3 +42,58 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
         assert (out / "eval" / name).is_file()
     assert (out / "train_diffusion" / "latest.pt").is_file()
     assert (out / "train_deterministic" / "latest.pt").is_file()
+
+
+def test_demo_quick_finetune(demo):
+    """The fine-tuning stage: its own run dir, initialised from the diffusion run's
+    checkpoint in the high-noise regime; both ensembles scored in one report."""
+    import json
+
+    from hpcds.checkpoint import LATEST, load_checkpoint
+    from hpcds.train.schedule import lr_at
+
+    out, lines, err = demo
+    head = lines[6]
+    assert head.startswith(f"high-noise fine-tuning ({FINETUNE_STEPS} steps from ")
+    assert head.endswith(f"report: {out / 'eval_finetune' / 'index.html'}")
+    summary = lines[7:12]
+    assert summary[0].startswith("CRPS / oracle CRPS: before ")
+    for line in (summary[0], summary[1], summary[2]):  # CRPS, spectra, spread/skill
+        assert re.search(r"\bbefore \d", line) and re.search(r"\bafter \d", line), line
+    assert "oracle 1.000" in summary[0] and "deterministic" in summary[0]
+    assert lines[12].startswith("fine-tuning validation loss (EMA weights")
+    assert "finetune_sample" in err  # the stage's time in the closing line
+
+    scores = json.loads((out / "eval_finetune" / "scores.json").read_text())
+    assert scores["sources"][:2] == ["before", "after"]
+    assert scores["forecasts"]["before"].endswith("ensemble.zarr")
+    assert scores["forecasts"]["after"].endswith("ensemble_finetuned.zarr")
+    for label in ("before", "after"):
+        crps = scores["scores"][label]["2t"][scores["regions"][0]]["crps_fair"]
+        assert crps is not None and crps > 0
+    for name in ("index.html", "spectra.png", "crps.png"):
+        assert (out / "eval_finetune" / name).is_file()
+    # each model sampled from its own training σ_max, with the same sampler and noise seed
+    ident = {label: zarr.open_group(str(out / name), mode="r").attrs["identity"]
+             for label, name in (("before", "ensemble.zarr"),
+                                 ("after", "ensemble_finetuned.zarr"))}
+    assert (ident["before"]["sigma_max"], ident["after"]["sigma_max"]) == (80.0, 1e5)
+    for key in ("solver", "steps", "seed", "sigma_min"):
+        assert ident["before"][key] == ident["after"][key]
+
+    source_path = out / "train_diffusion" / LATEST
+    tuned = load_checkpoint(out / "train_finetune" / LATEST)
+    cfg = yaml.safe_load(tuned["config"])
+    assert tuned["step"] == FINETUNE_STEPS
+    assert cfg["training"]["init_from"].startswith(str(out / "train_diffusion"))
+    assert cfg["diffusion"]["regime"] == "karras_uniform"
+    assert cfg["diffusion"]["sigma_max"] == 1e5
+    # the weights are the diffusion run's moved by FINETUNE_STEPS AdamW steps (each moves a
+    # weight by at most ~its rate, plus the decay); the seeded initialisation, or the weights
+    # of the diffusion run's first steps, are ~1e-2 away
+    t = cfg["training"]
+    budget = sum(lr_at(s, t["lr"], t["lr_min"], t["warmup_steps"], t["steps"])
+                 for s in range(FINETUNE_STEPS))
+    source = load_checkpoint(source_path)["model"]
+    moved = max(float((tuned["model"][k] - w).abs().max()) for k, w in source.items())
+    assert moved <= 1.5 * budget, f"fine-tuned weights {moved} away from the source's"
