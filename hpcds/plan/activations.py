@@ -41,6 +41,7 @@ from hpcds.indices import INDEX_DTYPE
 from hpcds.models.graphs import ModelGraphs
 from hpcds.nn import GraphAttentionBlock, WindowAttentionBlock, registered
 from hpcds.nn.dispatch import OPS
+from hpcds.nn.gated_linear import gated_linear_folded
 
 META = torch.device("meta")
 # graph name → (source node set, destination node set, ModelConfig field with k, the node
@@ -269,6 +270,10 @@ class SavedTensorCounter:
                         fn = getattr(module, attr)
                         self._patched.append((module, attr, fn))
                         setattr(module, attr, self._wrap_op(fn, kind))
+                if hasattr(module, "residual_op") and "gated_linear" in self.fused:
+                    # plain torch ops: what the folded path saves is counted as it runs
+                    self._patched.append((module, "residual_op", module.residual_op))
+                    module.residual_op = gated_linear_folded
         if getattr(self.net, "activation_checkpointing", False):
             for blk in self.net.modules():
                 if isinstance(blk, CHECKPOINTED):  # checkpointed: inputs stay alive
