@@ -40,15 +40,15 @@ class _Attention(nn.Module):
     """Projections shared by both blocks: q from the queries' rows, (k, v) from the context
     rows, per-head qk-norm, and the output projection."""
 
-    def __init__(self, dim: int, heads: int):
+    def __init__(self, dim: int, heads: int, backend: Backend | str = Backend.reference):
         super().__init__()
         if dim % heads:
             raise ValueError(f"dim={dim} is not a multiple of heads={heads}")
         self.heads, self.head_dim = heads, dim // heads
         self.q = nn.Linear(dim, dim)
         self.kv = nn.Linear(dim, 2 * dim)
-        self.q_norm = RMSNorm(self.head_dim)
-        self.k_norm = RMSNorm(self.head_dim)
+        self.q_norm = RMSNorm(self.head_dim, backend=backend)
+        self.k_norm = RMSNorm(self.head_dim, backend=backend)
         self.out = nn.Linear(dim, dim)
 
     def queries(self, h_q: torch.Tensor) -> torch.Tensor:
@@ -100,7 +100,7 @@ class GraphAttentionBlock(nn.Module):
                  edge_dim: int = 3, backend: Backend | str = Backend.reference,
                  rows: int = 0):
         super().__init__()
-        self.attn = _Attention(dim, heads)
+        self.attn = _Attention(dim, heads, backend)
         self.edge_bias = EdgeBias(edge_dim, heads)
         self.mlp = MLP(dim, int(round(dim * mlp_ratio)))
         # (shift, scale, gate) for attention and MLP on the destination, (shift, scale) source
@@ -175,7 +175,7 @@ class WindowAttentionBlock(nn.Module):
                  backend: Backend | str = Backend.reference):
         super().__init__()
         self.window = int(window)
-        self.attn = _Attention(dim, heads)
+        self.attn = _Attention(dim, heads, backend)
         self.mlp = MLP(dim, int(round(dim * mlp_ratio)))
         self.adaln = AdaLN(emb_dim, dim, 6)
         self.halo = NoHalo()
