@@ -57,6 +57,9 @@ autograd markers on each block's inputs and outputs) and per op, top by self CPU
 (hpcds/models/compile.py: inductor, fullgraph, in place). Its first forward and first
 forward+backward (trace, compile, one pass each) are timed apart and printed as the compile
 time; the medians start after them. Its FLOPs are counted on the eager reference twin.
+Memory: hpcds's workers keep freed heap memory for reuse as the `hpcds` CLI does
+(hpcds/cpu_malloc.py: glibc mmap off, 1 GiB trim threshold: no page faults on each step's
+fresh activations); anemoi's keep glibc's defaults unless `--anemoi-malloc`.
 `--json OUT` writes every figure. No figure here is asserted by a test.
 """
 
@@ -297,11 +300,18 @@ def count_flops(net, x, grad: bool) -> dict:
 
 def worker(a) -> dict:
     torch.set_num_threads(a.threads)
+    # hpcds as its CLI runs it: freed activations stay with malloc (hpcds/cpu_malloc.py);
+    # anemoi with glibc's defaults unless --anemoi-malloc gives it the same setting
+    if a.side in HPCDS_SIDES or a.anemoi_malloc:
+        from hpcds.cpu_malloc import keep_freed_memory
+
+        keep_freed_memory()
     checkpoint = CONFIGS[a.config]
     grad = checkpoint is not None
     net, x, facts, (cfg, graphs) = build(a.side, a.shape, a.backend, bool(checkpoint),
                                          a.anemoi_cond_dim)
-    row = {"side": a.side, "config": a.config, **facts, "params": param_counts(net),
+    row = {"side": a.side, "config": a.config, "malloc_kept": a.side in HPCDS_SIDES or
+           a.anemoi_malloc, **facts, "params": param_counts(net),
            "rss_built_gib": round(_rss_gib(), 3)}
     if a.side in HPCDS_SIDES:
         from hpcds.nn.dispatch import resolve
@@ -351,7 +361,8 @@ def run_worker(a, side: str, config: str) -> dict:
     argv = [sys.executable, __file__, "--worker", "--side", side, "--config", config,
             "--shape", a.shape, "--threads", str(a.threads), "--repeats", str(a.repeats),
             "--backend", a.backend, "--anemoi-cond-dim", str(a.anemoi_cond_dim),
-            "--profile-rows", str(a.profile_rows)]
+            "--profile-rows", str(a.profile_rows)] + (["--anemoi-malloc"] if a.anemoi_malloc
+                                                      else [])
     if a.profile and config == "ckpt-off":
         argv.append("--profile")
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads))
@@ -438,6 +449,8 @@ def main() -> int:
     p.add_argument("--backend", choices=["auto", "native", "reference", "triton"],
                    default="auto", help="hpcds's model.backend")
     p.add_argument("--sides", default="anemoi,hpcds", help="comma-separated: anemoi, hpcds")
+    p.add_argument("--anemoi-malloc", action="store_true",
+                   help="give anemoi's workers hpcds's malloc setting too (hpcds/cpu_malloc.py)")
     p.add_argument("--compile", action="store_true",
                    help=f"also hpcds under model.compile (inductor) as side {COMPILED!r}")
     p.add_argument("--no-infer", action="store_true", help="skip the no_grad forward config")
