@@ -53,6 +53,13 @@ slabs of 3W/2 keys per query). Roofline: a 4096² fp32 matmul timed in the same 
 `--profile` (needs ckpt-off): after timing, torch.profiler tables of one forward and one
 backward per side: per block (ranges opened by module hooks; backward ranges by identity
 autograd markers on each block's inputs and outputs) and per op, top by self CPU time.
+`--compile` adds a third side, `hpcds-c`: the same DownscalerNet under `model.compile`
+(hpcds/models/compile.py: inductor, fullgraph, in place). Its first forward and first
+forward+backward (trace, compile, one pass each) are timed apart and printed as the compile
+time; the medians start after them. Its FLOPs are counted on the eager reference twin.
+Memory: hpcds's workers keep freed heap memory for reuse as the `hpcds` CLI does
+(hpcds/cpu_malloc.py: glibc mmap off, 1 GiB trim threshold: no page faults on each step's
+fresh activations); anemoi's keep glibc's defaults unless `--anemoi-malloc`.
 `--json OUT` writes every figure. No figure here is asserted by a test.
 """
 
@@ -66,6 +73,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -88,6 +96,8 @@ HR_PER_HIDDEN_ENC, DEC_KNN = 32, 3  # encoder in-degree (mean), decoder k
 N_VARS, N_FORCINGS = 5, 4
 LAT0, LON0 = 30.0, 0.0
 CONFIGS = {"infer": None, "ckpt-off": False, "ckpt-on": True}
+COMPILED = "hpcds-c"  # `--compile`: DownscalerNet under model.compile (inductor, fullgraph)
+HPCDS_SIDES = ("hpcds", COMPILED)
 
 
 # ---------------------------------------------------------------- building the two networks
@@ -199,11 +209,14 @@ def build(side: str, shape: str, backend: str, checkpoint: bool, cond_dim: int):
              "decoder_edges": int(graphs.decoder_senders.numel()),
              "encoder_knn": cfg.encoder_knn, "decoder_knn": cfg.decoder_knn,
              "window_half_width": SHAPES[shape]["half_window"]}
-    if side == "hpcds":
+    if side in HPCDS_SIDES:
         from hpcds.models import DownscalerNet
+        from hpcds.models.compile import compile_network
 
         net = DownscalerNet(cfg, N_VARS, N_FORCINGS, graphs)
         facts["hpcds_window"] = cfg.window
+        if side == COMPILED:  # in place, lazy: the first call compiles (timed apart)
+            compile_network(net, replace(cfg, compile=True))
     else:
         net = AnemoiPeer(graphs, SHAPES[shape]["half_window"], cond_dim, checkpoint)
         facts["anemoi_window_size"] = SHAPES[shape]["half_window"]
@@ -287,35 +300,52 @@ def count_flops(net, x, grad: bool) -> dict:
 
 def worker(a) -> dict:
     torch.set_num_threads(a.threads)
+    # hpcds as its CLI runs it: freed activations stay with malloc (hpcds/cpu_malloc.py);
+    # anemoi with glibc's defaults unless --anemoi-malloc gives it the same setting
+    if a.side in HPCDS_SIDES or a.anemoi_malloc:
+        from hpcds.cpu_malloc import keep_freed_memory
+
+        keep_freed_memory()
     checkpoint = CONFIGS[a.config]
     grad = checkpoint is not None
     net, x, facts, (cfg, graphs) = build(a.side, a.shape, a.backend, bool(checkpoint),
                                          a.anemoi_cond_dim)
-    row = {"side": a.side, "config": a.config, **facts, "params": param_counts(net),
+    row = {"side": a.side, "config": a.config, "malloc_kept": a.side in HPCDS_SIDES or
+           a.anemoi_malloc, **facts, "params": param_counts(net),
            "rss_built_gib": round(_rss_gib(), 3)}
-    if a.side == "hpcds":
+    if a.side in HPCDS_SIDES:
         from hpcds.nn.dispatch import resolve
 
         row["backend"] = {op: resolve(op, a.backend) for op in
                           ("graph_attention", "window_attention", "modulated_layer_norm")}
     fwd, fwd_bwd = _passes(net, x)
+    if a.side == COMPILED:
+        # the first calls trace and compile (forward graph, then the backward's): their wall
+        # time, one pass each included, is reported apart and never enters the medians
+        t0 = time.perf_counter()
+        with torch.set_grad_enabled(grad):
+            fwd()
+        row["compile_fwd_s"] = round(time.perf_counter() - t0, 2)
+        if grad:
+            t0 = time.perf_counter()
+            fwd_bwd()
+            row["compile_bwd_s"] = round(time.perf_counter() - t0, 2)
     with torch.set_grad_enabled(grad):
         row["fwd_s"] = _median(fwd, a.repeats)
     if grad:
         row["fwd_bwd_s"] = _median(fwd_bwd, a.repeats)
     row["peak_rss_gib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)
-    # after the peak is read: counting runs the network again (hpcds: a reference twin)
+    # after the peak is read: counting runs the network again (hpcds: a reference twin,
+    # eager: the counter sees neither fused custom ops nor inductor's kernels)
     twin = net
-    if a.side == "hpcds" and a.backend != "reference":
-        from dataclasses import replace
-
+    if a.side in HPCDS_SIDES and (a.backend != "reference" or a.side == COMPILED):
         from hpcds.config.schema import Backend
         from hpcds.models import DownscalerNet
 
         twin = DownscalerNet(replace(cfg, backend=Backend.reference), N_VARS, N_FORCINGS,
                              graphs).train()
     row["flops"] = count_flops(twin, x, grad)
-    if a.profile:
+    if a.profile and a.side != COMPILED:
         profile_passes(net, x, a.side, a.profile_rows)
     return row
 
@@ -331,7 +361,8 @@ def run_worker(a, side: str, config: str) -> dict:
     argv = [sys.executable, __file__, "--worker", "--side", side, "--config", config,
             "--shape", a.shape, "--threads", str(a.threads), "--repeats", str(a.repeats),
             "--backend", a.backend, "--anemoi-cond-dim", str(a.anemoi_cond_dim),
-            "--profile-rows", str(a.profile_rows)]
+            "--profile-rows", str(a.profile_rows)] + (["--anemoi-malloc"] if a.anemoi_malloc
+                                                      else [])
     if a.profile and config == "ckpt-off":
         argv.append("--profile")
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads))
@@ -361,7 +392,8 @@ def _ratio(x, y):
 def report(rows: list[dict], peak: float, a) -> None:
     by = {(r["side"], r["config"]): r for r in rows}
     configs = [c for c in CONFIGS if any(r["config"] == c for r in rows)]
-    sides = [s for s in ("anemoi", "hpcds") if any(r["side"] == s for r in rows)]
+    sides = [s for s in ("anemoi", *HPCDS_SIDES) if any(r["side"] == s for r in rows)]
+    mine = [s for s in sides if s != "anemoi"] if "anemoi" in sides else []  # ratio columns
     f = rows[0]
     print(f"\nshape {a.shape}: {f['n_hr']:,} HR / {f['n_hidden']:,} hidden nodes, "
           f"E_enc {f['encoder_edges']:,} ({f['encoder_edges'] / f['n_hidden']:.0f} per hidden"
@@ -371,13 +403,18 @@ def report(rows: list[dict], peak: float, a) -> None:
     for s in sides:
         r = next(r for r in rows if r["side"] == s)
         p = r["params"]
-        extra = f", ops {r['backend']}" if s == "hpcds" else ""
+        extra = f", ops {r['backend']}" if s in HPCDS_SIDES else ""
         print(f"  {s:<7} parameters {p['total']:>10,} (without noise conditioning "
               f"{p['without_conditioning']:,}; conditioning {p['conditioning']:,}); RSS once "
               f"built {r['rss_built_gib']:.2f} GiB{extra}")
+    for c in configs:
+        if (COMPILED, c) in by:
+            r = by[(COMPILED, c)]
+            print(f"  {COMPILED} {c}: first calls (trace + compile + one pass) forward "
+                  f"{r['compile_fwd_s']:.1f} s, forward+backward {r.get('compile_bwd_s', 0):.1f} s")
     print(f"  matmul {a.matmul_size}² fp32: {peak:.1f} GFLOP/s (the roofline below)\n")
-    head = "".join(f" | {s:<6}   fwd s  fwd+bwd s  peak GiB" for s in sides)
-    ratio = " | anemoi/hpcds fwd  f+b   RSS" if len(sides) == 2 else ""
+    head = "".join(f" | {s:<7}  fwd s  fwd+bwd s  peak GiB" for s in sides)
+    ratio = "".join(f" | anemoi/{s:<7} fwd   f+b   RSS" for s in mine)
     print(f"{'config':<9}{head}{ratio}")
     for c in configs:
         line = f"{c:<9}"
@@ -385,9 +422,9 @@ def report(rows: list[dict], peak: float, a) -> None:
             r = by[(s, c)]
             line += (f" | {'':<6}{_fmt_s(r['fwd_s'])}  {_fmt_s(r.get('fwd_bwd_s'))}"
                      f"  {r['peak_rss_gib']:8.2f}")
-        if len(sides) == 2:
-            ra, rh = by[("anemoi", c)], by[("hpcds", c)]
-            line += (f" | {'':<11}{_ratio(ra['fwd_s'], rh['fwd_s'])}"
+        for s in mine:
+            ra, rh = by[("anemoi", c)], by[(s, c)]
+            line += (f" | {'':<10}{_ratio(ra['fwd_s'], rh['fwd_s'])}"
                      f"{_ratio(ra.get('fwd_bwd_s'), rh.get('fwd_bwd_s'))}"
                      f"{_ratio(ra['peak_rss_gib'], rh['peak_rss_gib'])}")
         print(line)
@@ -412,6 +449,10 @@ def main() -> int:
     p.add_argument("--backend", choices=["auto", "native", "reference", "triton"],
                    default="auto", help="hpcds's model.backend")
     p.add_argument("--sides", default="anemoi,hpcds", help="comma-separated: anemoi, hpcds")
+    p.add_argument("--anemoi-malloc", action="store_true",
+                   help="give anemoi's workers hpcds's malloc setting too (hpcds/cpu_malloc.py)")
+    p.add_argument("--compile", action="store_true",
+                   help=f"also hpcds under model.compile (inductor) as side {COMPILED!r}")
     p.add_argument("--no-infer", action="store_true", help="skip the no_grad forward config")
     p.add_argument("--anemoi-cond-dim", type=int, default=16,
                    help="anemoi's noise_cond_dim (its DiffusionSchema default: 16)")
@@ -431,6 +472,7 @@ def main() -> int:
     sides = [s.strip() for s in a.sides.split(",") if s.strip()]
     if not sides or set(sides) - {"anemoi", "hpcds"}:
         p.error("--sides takes anemoi, hpcds or both")
+    sides += [COMPILED] if a.compile else []
     if a.profile and a.checkpoint == "on":
         p.error("--profile profiles the ckpt-off run: use --checkpoint off or both")
     configs = ([] if a.no_infer else ["infer"]) + {

@@ -75,3 +75,19 @@ def test_both_sides_tiny_profiled(tmp_path):
         for what in ("forward", "backward"):
             assert f"=== {side} {what}: per block ===" in stdout
         assert stdout.count(f"  {block} ") == 2  # one forward row, one backward row
+
+
+@pytest.mark.slow
+def test_compiled_side_tiny(tmp_path):
+    """--compile adds DownscalerNet under model.compile (inductor) as side hpcds-c: its first
+    calls (the compile) are reported apart from the medians (~1 min, mostly compiling)."""
+    stdout, record = _run(tmp_path, "--sides", "hpcds", "--checkpoint", "off", "--no-infer",
+                          "--compile", timeout=600)
+    by_side = {r["side"]: r for r in record["rows"]}
+    eager, compiled = by_side["hpcds"], by_side["hpcds-c"]
+    assert compiled["compile_fwd_s"] > 0 and compiled["compile_bwd_s"] > 0
+    assert "compile_fwd_s" not in eager
+    assert compiled["fwd_s"] > 0 and compiled["fwd_bwd_s"] > 0
+    # counted on the same eager reference twin: the same FLOPs
+    assert compiled["flops"] == eager["flops"]
+    assert "first calls (trace + compile + one pass)" in stdout

@@ -24,6 +24,7 @@ import sys
 
 from hpcds import __version__
 from hpcds.atomic import output_error
+from hpcds.cpu_malloc import keep_freed_memory
 from hpcds.cli import (
     data_cmds,
     demo_cmds,
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(stray or rest)}")
     if rest:
         args.overrides = [*args.overrides, *rest]
+    keep_freed_memory()  # CPU steps reuse their freed activations (hpcds/cpu_malloc.py)
     try:
         return int(args.func(args) or 0)
     except (UserError, OSError) as exc:

@@ -6,6 +6,8 @@ Ops (pure-PyTorch references here; fast backends register under the same names):
         fused (native, triton): window_attention_backends.py — flex_attention on CUDA,
         a blocked FlashAttention-style custom op on CPU
     modulated_layer_norm(x, scale, shift)                            modulation.py
+    gated_linear(x, h, weight, bias, gate)  x + gate·Linear(h)      gated_linear.py
+    rms_norm(x, weight, eps)                (qk-norm)                rms_norm.py
 Select one with `get_op(name, backend)` (dispatch.py). Nothing in this package calls
 torch.distributed: sharding swaps index tensors and halo modules from outside.
 """

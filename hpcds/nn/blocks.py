@@ -5,7 +5,9 @@
 
 (scale, shift, gate) come from the noise embedding through a zero-initialised `AdaLN`, so
 each block is exactly the identity at initialisation. Queries and keys are RMS-normalised
-per head (qk-norm).
+per head (qk-norm). Each gated residual x + gate·Linear(h) (the attention's output
+projection, the MLP's last layer) is the dispatch op `gated_linear` (hpcds/nn/gated_linear.py:
+the fused backends fold the per-sample gate into the Linear's weights).
 
 Halo hook: blocks never communicate. Before keys/values are projected, the normalised
 source/context features go through `self.halo`, which is `NoHalo` (nothing to add) in one
@@ -22,6 +24,7 @@ from torch.utils.checkpoint import checkpoint
 
 from hpcds.config.schema import Backend
 from hpcds.nn.dispatch import get_op
+from hpcds.nn.gated_linear import gated_linear_reference  # noqa: F401  registers the op
 from hpcds.nn.layers import MLP, EdgeBias, RMSNorm
 from hpcds.nn.modulation import AdaLN
 
@@ -37,15 +40,15 @@ class _Attention(nn.Module):
     """Projections shared by both blocks: q from the queries' rows, (k, v) from the context
     rows, per-head qk-norm, and the output projection."""
 
-    def __init__(self, dim: int, heads: int):
+    def __init__(self, dim: int, heads: int, backend: Backend | str = Backend.reference):
         super().__init__()
         if dim % heads:
             raise ValueError(f"dim={dim} is not a multiple of heads={heads}")
         self.heads, self.head_dim = heads, dim // heads
         self.q = nn.Linear(dim, dim)
         self.kv = nn.Linear(dim, 2 * dim)
-        self.q_norm = RMSNorm(self.head_dim)
-        self.k_norm = RMSNorm(self.head_dim)
+        self.q_norm = RMSNorm(self.head_dim, backend=backend)
+        self.k_norm = RMSNorm(self.head_dim, backend=backend)
         self.out = nn.Linear(dim, dim)
 
     def queries(self, h_q: torch.Tensor) -> torch.Tensor:
@@ -63,9 +66,18 @@ class _Attention(nn.Module):
         """h_q (B, Nq, C), h_kv (B, Nk, C) → q (B, Nq, H, d), k, v (B, Nk, H, d)."""
         return (self.queries(h_q), *self.keys_values(h_kv))
 
-    def project(self, a: torch.Tensor) -> torch.Tensor:
-        """a (B, N, H, d) → (B, N, C)."""
-        return self.out(a.flatten(2))
+    def project_residual(self, x: torch.Tensor, a: torch.Tensor, gate: torch.Tensor,
+                         residual_op) -> torch.Tensor:
+        """x (B, N, C) + gate (B, C) · out(a (B, N, H, d) → (B, N, C)), by `residual_op`
+        (a `gated_linear` implementation)."""
+        return residual_op(x, a.flatten(2), self.out.weight, self.out.bias, gate)
+
+
+def _mlp_residual(mlp: MLP, x: torch.Tensor, h: torch.Tensor, gate: torch.Tensor,
+                  residual_op) -> torch.Tensor:
+    """x (B, N, C) + gate (B, C) · mlp(h (B, N, C)): the MLP's last Linear is the gated one."""
+    up, act, down = mlp
+    return residual_op(x, act(up(h)), down.weight, down.bias, gate)
 
 
 class GraphAttentionBlock(nn.Module):
@@ -88,7 +100,7 @@ class GraphAttentionBlock(nn.Module):
                  edge_dim: int = 3, backend: Backend | str = Backend.reference,
                  rows: int = 0):
         super().__init__()
-        self.attn = _Attention(dim, heads)
+        self.attn = _Attention(dim, heads, backend)
         self.edge_bias = EdgeBias(edge_dim, heads)
         self.mlp = MLP(dim, int(round(dim * mlp_ratio)))
         # (shift, scale, gate) for attention and MLP on the destination, (shift, scale) source
@@ -96,6 +108,7 @@ class GraphAttentionBlock(nn.Module):
         self.halo = NoHalo()
         self.attention_op = get_op("graph_attention", backend)
         self.norm_op = get_op("modulated_layer_norm", backend)
+        self.residual_op = get_op("gated_linear", backend)
         self.rows = int(rows)
         self._pieces: tuple[tuple, list] | None = None  # (graph key, [(r0, r1, e0, e1)])
 
@@ -127,8 +140,8 @@ class GraphAttentionBlock(nn.Module):
         q = self.attn.queries(self.norm_op(x_dst, sc1, sh1))
         a = self.attention_op(q, k, v, self.edge_bias(edge_attr), senders, receivers,
                               x_dst.shape[1])
-        x = x_dst + g1.unsqueeze(1) * self.attn.project(a)
-        return x + g2.unsqueeze(1) * self.mlp(self.norm_op(x, sc2, sh2))
+        x = self.attn.project_residual(x_dst, a, g1, self.residual_op)
+        return _mlp_residual(self.mlp, x, self.norm_op(x, sc2, sh2), g2, self.residual_op)
 
     def _piece_bounds(self, receivers: torch.Tensor, n_dst: int) -> list[tuple[int, ...]]:
         """[(r0, r1, e0, e1)]: destination rows [r0, r1) and their edges [e0, e1), found once
@@ -162,12 +175,13 @@ class WindowAttentionBlock(nn.Module):
                  backend: Backend | str = Backend.reference):
         super().__init__()
         self.window = int(window)
-        self.attn = _Attention(dim, heads)
+        self.attn = _Attention(dim, heads, backend)
         self.mlp = MLP(dim, int(round(dim * mlp_ratio)))
         self.adaln = AdaLN(emb_dim, dim, 6)
         self.halo = NoHalo()
         self.attention_op = get_op("window_attention", backend)
         self.norm_op = get_op("modulated_layer_norm", backend)
+        self.residual_op = get_op("gated_linear", backend)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         sh1, sc1, g1, sh2, sc2, g2 = self.adaln(emb)  # each (B, C)
@@ -175,5 +189,5 @@ class WindowAttentionBlock(nn.Module):
         h_ctx, n_left = self.halo(h)  # (B, n_left + N + n_right, C)
         q, k, v = self.attn.qkv(h, h_ctx)
         a = self.attention_op(q, k, v, self.window, n_left)
-        x = x + g1.unsqueeze(1) * self.attn.project(a)
-        return x + g2.unsqueeze(1) * self.mlp(self.norm_op(x, sc2, sh2))
+        x = self.attn.project_residual(x, a, g1, self.residual_op)
+        return _mlp_residual(self.mlp, x, self.norm_op(x, sc2, sh2), g2, self.residual_op)

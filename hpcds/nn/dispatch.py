@@ -24,7 +24,8 @@ from hpcds.config.schema import Backend
 
 log = logging.getLogger(__name__)
 
-OPS = ("graph_attention", "window_attention", "modulated_layer_norm")
+OPS = ("graph_attention", "window_attention", "modulated_layer_norm", "gated_linear",
+       "rms_norm")
 REFERENCE = Backend.reference.value
 
 

@@ -7,6 +7,10 @@ import math
 import torch
 from torch import nn
 
+from hpcds.config.schema import Backend
+from hpcds.nn.dispatch import get_op
+from hpcds.nn.rms_norm import rms_norm_reference  # noqa: F401  registers the op
+
 
 class NoiseEmbedding(nn.Module):
     """c_noise (B,) → (B, out_dim): sinusoidal features, then an MLP.
@@ -45,18 +49,17 @@ class MLP(nn.Sequential):
 class RMSNorm(nn.Module):
     """x (…, d) → x / rms(x) · weight over the last dim; statistics in float32 (float64 for
     float64 x), result in x's dtype. Used per head on queries and keys (qk-norm): it bounds
-    the attention logits, which keeps bf16 training stable."""
+    the attention logits, which keeps bf16 training stable. The op `rms_norm` of `backend`
+    (hpcds/nn/rms_norm.py)."""
 
-    def __init__(self, dim: int, eps: float = 1e-6):
+    def __init__(self, dim: int, eps: float = 1e-6, backend: Backend | str = Backend.reference):
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
+        self.rms_op = get_op("rms_norm", backend)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        acc = torch.promote_types(x.dtype, torch.float32)
-        x32 = x.to(acc)
-        y = x32 * torch.rsqrt(x32.square().mean(-1, keepdim=True) + self.eps)
-        return (y * self.weight.to(acc)).to(x.dtype)
+        return self.rms_op(x, self.weight, self.eps)
 
 
 class EdgeBias(nn.Module):

@@ -41,6 +41,8 @@ from hpcds.indices import INDEX_DTYPE
 from hpcds.models.graphs import ModelGraphs
 from hpcds.nn import GraphAttentionBlock, LocalSkipFilter, WindowAttentionBlock, registered
 from hpcds.nn.dispatch import OPS
+from hpcds.nn.gated_linear import gated_linear_folded
+from hpcds.nn.rms_norm import rms_norm_fused
 
 META = torch.device("meta")
 # graph name → (source node set, destination node set, ModelConfig field with k, the node
@@ -95,6 +97,11 @@ class _MetaHalo(nn.Module):
         B, _, C = h.shape
         return torch.cat([h.new_zeros(B, self.left, C), h, h.new_zeros(B, self.right, C)],
                          dim=1), self.left
+
+
+# module attribute → (op, its fast path) for the fast paths written in torch ops
+PLAIN_TORCH_FUSED = {"residual_op": ("gated_linear", gated_linear_folded),
+                     "rms_op": ("rms_norm", rms_norm_fused)}
 
 
 def fused_ops(backend: Backend | str) -> frozenset[str]:
@@ -269,6 +276,11 @@ class SavedTensorCounter:
                         fn = getattr(module, attr)
                         self._patched.append((module, attr, fn))
                         setattr(module, attr, self._wrap_op(fn, kind))
+                for attr, (op, fast) in PLAIN_TORCH_FUSED.items():
+                    # plain torch ops (no kernel): what the fast path saves is counted as it runs
+                    if hasattr(module, attr) and op in self.fused:
+                        self._patched.append((module, attr, getattr(module, attr)))
+                        setattr(module, attr, fast)
         if getattr(self.net, "activation_checkpointing", False):
             for blk in self.net.modules():
                 if isinstance(blk, CHECKPOINTED):  # checkpointed: inputs stay alive

@@ -156,13 +156,14 @@ def test_only_ops_with_a_fused_kernel_count_as_fused(small, monkeypatch):
     monkeypatch.setitem(dispatch._REGISTRY, "window_attention",
                         {"reference": dispatch._REGISTRY["window_attention"]["reference"]})
     partial = fused_ops("native")
-    assert partial == {"graph_attention", "modulated_layer_norm"}
+    assert partial == {"graph_attention", "modulated_layer_norm", "gated_linear", "rms_norm"}
     shape = _shape(graphs, 1)
     ref, _ = count_activations(cfg.model, V, F, shape, torch.float32)
     every, _ = count_activations(cfg.model, V, F, shape, torch.float32, fused=True)
     no_window, _ = count_activations(cfg.model, V, F, shape, torch.float32, fused=partial)
     ln_only, _ = count_activations(cfg.model, V, F, shape, torch.float32,
-                                   fused=frozenset({"modulated_layer_norm"}))
+                                   fused=frozenset({"modulated_layer_norm", "gated_linear",
+                                                    "rms_norm"}))
     # a processor block: logits as the reference (its LayerNorms fused as every op's)
     assert no_window.by_block["processor.0"] == ln_only.by_block["processor.0"]
     assert no_window.by_block["processor.0"] > 1.5 * every.by_block["processor.0"]
