@@ -54,6 +54,30 @@ def held_out_config(cfg: HpcdsConfig) -> HpcdsConfig:
     return held
 
 
+def _sample_held_out(run_cfg: HpcdsConfig, held_out: HpcdsConfig, checkpoint, output: Path,
+                     progress: bool) -> str:
+    """Sample `checkpoint` (run_cfg's model and sampler settings) for the held-out dates
+    into `output`; returns its path."""
+    from hpcds.ensemble.generate import generate
+
+    run_cfg.data.start_date = held_out.data.start_date
+    run_cfg.sampling.output = str(output)
+    generate(run_cfg, checkpoint=checkpoint, overwrite=True, progress=progress)
+    return run_cfg.sampling.output
+
+
+def _evaluate_and_report(held_out: HpcdsConfig, forecasts, out_dir: Path,
+                         deterministic_checkpoint, progress: bool) -> tuple[dict, Path]:
+    """Score `forecasts` on the held-out dates into out_dir; (scores, index.html path)."""
+    from hpcds.evaluate.report import write_report
+    from hpcds.evaluate.run import evaluate
+    from hpcds.grids import make_grid
+
+    result = evaluate(held_out, forecasts, out_dir=out_dir,
+                      deterministic_checkpoint=deterministic_checkpoint, progress=progress)
+    return result, write_report(result, out_dir, make_grid(held_out.grid.hr))
+
+
 def run_pipeline(cfg: HpcdsConfig, out: str | Path, progress: bool = True, *,
                  benchmark: bool = True, deterministic: bool = True) -> dict:
     """Run every stage into `out`; returns {"result": evaluate()'s dict (scores, summary),
@@ -62,10 +86,6 @@ def run_pipeline(cfg: HpcdsConfig, out: str | Path, progress: bool = True, *,
     benchmark); deterministic=False skips that model and its baseline."""
     from hpcds.config.load import save_resolved
     from hpcds.data.benchmark import generate_benchmark
-    from hpcds.ensemble.generate import generate
-    from hpcds.evaluate.report import write_report
-    from hpcds.evaluate.run import evaluate
-    from hpcds.grids import make_grid
     from hpcds.train import train
 
     out = Path(out)
@@ -92,18 +112,15 @@ def run_pipeline(cfg: HpcdsConfig, out: str | Path, progress: bool = True, *,
     times["train"] = time.perf_counter() - t
 
     held_out = held_out_config(cfg)
-    diff.data.start_date = held_out.data.start_date
     t = _stage(f"sample {cfg.sampling.members} members for each of the "
                f"{cfg.training.val_dates} held-out dates")
-    diff.sampling.output = str(out / "ensemble.zarr")
-    generate(diff, checkpoint=s_diff["checkpoint"], overwrite=True, progress=progress)
+    ensemble = _sample_held_out(diff, held_out, s_diff["checkpoint"], out / "ensemble.zarr",
+                                progress)
     times["sample"] = time.perf_counter() - t
 
     t = _stage("evaluate against truth, interpolation, deterministic and oracle")
-    result = evaluate(held_out, diff.sampling.output, out_dir=out / "eval",
-                      deterministic_checkpoint=s_det and s_det["checkpoint"],
-                      progress=progress)
-    index = write_report(result, out / "eval", make_grid(cfg.grid.hr))
+    result, index = _evaluate_and_report(held_out, ensemble, out / "eval",
+                                         s_det and s_det["checkpoint"], progress)
     times["evaluate"] = time.perf_counter() - t
     return {"result": result, "report": index, "times": times,
             "train": {"diffusion": s_diff, "deterministic": s_det}}
@@ -151,11 +168,7 @@ def run_finetune(cfg: HpcdsConfig, out: str | Path, diffusion_checkpoint: str | 
     interpolation and, given its checkpoint, the deterministic model) into out/eval_finetune.
     Returns {"result", "report", "times", "train": the fine-tuning summary, "val_loss":
     (before, after) EMA validation loss under the fine-tuning σ distribution}."""
-    from hpcds.ensemble.generate import generate
     from hpcds.errors import UserError
-    from hpcds.evaluate.report import write_report
-    from hpcds.evaluate.run import evaluate
-    from hpcds.grids import make_grid
     from hpcds.train import train
 
     if not diffusion_checkpoint or not Path(diffusion_checkpoint).is_file():
@@ -171,7 +184,6 @@ def run_finetune(cfg: HpcdsConfig, out: str | Path, diffusion_checkpoint: str | 
     times["finetune"] = time.perf_counter() - t
 
     held_out = held_out_config(cfg)
-    ft.data.start_date = held_out.data.start_date
     # Sampled with the demo's sampling.* (solver, steps, members, seed: the same noise as the
     # "before" ensemble, member for member) and the fine-tuned model's own training σ range:
     # the schedule starts from σ_max = 1e5, as the σ schedule comes from the sampling config's
@@ -180,15 +192,14 @@ def run_finetune(cfg: HpcdsConfig, out: str | Path, diffusion_checkpoint: str | 
     # count, fewer of the steps fall below σ = 80 (about 12 of 40 at ρ = 7).
     t = _stage(f"sample the fine-tuned model: {cfg.sampling.members} members for each of the "
                f"{cfg.training.val_dates} held-out dates")
-    ft.sampling.output = str(out / "ensemble_finetuned.zarr")
-    generate(ft, checkpoint=s_ft["checkpoint"], overwrite=True, progress=progress)
+    after = _sample_held_out(ft, held_out, s_ft["checkpoint"], out / "ensemble_finetuned.zarr",
+                             progress)
     times["finetune_sample"] = time.perf_counter() - t
 
     t = _stage("evaluate before and after fine-tuning")
-    result = evaluate(held_out, {"before": str(before), "after": ft.sampling.output},
-                      out_dir=out / "eval_finetune",
-                      deterministic_checkpoint=deterministic_checkpoint, progress=progress)
-    index = write_report(result, out / "eval_finetune", make_grid(cfg.grid.hr))
+    result, index = _evaluate_and_report(held_out, {"before": str(before), "after": after},
+                                         out / "eval_finetune", deterministic_checkpoint,
+                                         progress)
     times["finetune_evaluate"] = time.perf_counter() - t
     return {"result": result, "report": index, "times": times, "train": s_ft,
             "val_loss": _val_losses(Path(ft.training.run_dir))}

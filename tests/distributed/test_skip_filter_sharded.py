@@ -9,6 +9,7 @@ import copy
 
 import pytest
 import torch
+from conftest import assert_shards_equal_one_process
 
 from hpcds.config.load import load_config
 from hpcds.diffusion.precond import EDMPrecond
@@ -109,11 +110,4 @@ def test_sharded_denoiser_with_skip_filter_equals_one_process(thread_ranks, P):
         rows = shard.hr
         return _run(local, x[:, rows], sigma, cond[:, rows], forc[:, rows], w[:, rows])
 
-    results = thread_ranks(P, rank)
-    torch.testing.assert_close(torch.cat([o for o, _, _ in results], 1), out,
-                               rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(torch.cat([g for _, g, _ in results], 1), gx,
-                               rtol=1e-9, atol=1e-11)
-    for k, g in grads.items():
-        torch.testing.assert_close(sum(res[2][k] for res in results), g, rtol=1e-9,
-                                   atol=1e-11, msg=k)
+    assert_shards_equal_one_process(thread_ranks(P, rank), out, gx, grads)

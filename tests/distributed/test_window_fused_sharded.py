@@ -11,6 +11,7 @@ import copy
 
 import pytest
 import torch
+from conftest import assert_shards_equal_one_process
 
 from hpcds.distributed import HaloModule, ShardContext, window_plan
 from hpcds.models.parallelize import parallelize_model
@@ -70,14 +71,7 @@ def test_sharded_fused_block_equals_one_process(thread_ranks, window_block, P):
         # the local part of the loss; the halo exchange's adjoint carries the rest
         return _block_run(shard, x[:, a:z], emb, w[:, a:z])
 
-    results = thread_ranks(P, rank)
-    torch.testing.assert_close(torch.cat([o for o, _, _ in results], 1), out,
-                               rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(torch.cat([g for _, g, _ in results], 1), gx,
-                               rtol=1e-9, atol=1e-11)
-    for k, g in grads.items():
-        torch.testing.assert_close(sum(res[2][k] for res in results), g, rtol=1e-9, atol=1e-11,
-                                   msg=k)
+    assert_shards_equal_one_process(thread_ranks(P, rank), out, gx, grads)
 
 
 def _fused_windows(net):
