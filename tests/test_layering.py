@@ -12,7 +12,7 @@ ROOT = Path(hpcds.__file__).parent
 # lowest first; a package may import any package of an earlier layer, none of its own or a
 # later one. A new package or top-level module must be placed here.
 LAYERS = (
-    ("errors", "indices"),
+    ("errors", "indices", "cpu_malloc"),
     ("atomic",),
     ("config",),
     ("observe",),  # NVTX ranges: every layer above may mark its work
