@@ -23,8 +23,8 @@ import hpcds.nn.kernels  # noqa: F401,E402  registers the triton/native backends
 from hpcds.nn.window_attention_backends import window_attention_fused  # noqa: E402  registers
 
 __all__ = [
-    "OPS", "AdaLN", "EdgeBias", "GraphAttentionBlock", "LocalSkipFilter", "MLP", "NoHalo", "NoiseEmbedding",
-    "RMSNorm", "WindowAttentionBlock", "get_op", "graph_attention_reference",
+    "OPS", "AdaLN", "EdgeBias", "GraphAttentionBlock", "LocalSkipFilter", "MLP", "NoHalo",
+    "NoiseEmbedding", "RMSNorm", "WindowAttentionBlock", "get_op", "graph_attention_reference",
     "modulated_layer_norm_reference", "register", "registered", "window_attention_fused",
     "window_attention_reference",
 ]

@@ -11,15 +11,16 @@ Removing noise where the truth has little power is what a Wiener filter does, an
 filter is linear and (for a field that is locally smooth) local. So the skip term gets one:
 
     D(x; σ) = c_skip(σ)·S_σ(x) + c_out(σ)·F(…),
-    S_σ(x)_i = x_i + g_v(σ)·Σ_{j ∈ N(i)} w_v(e_ij, σ)·(x_j − x_i),   g_v = σ² / (σ² + s_v²)
+    S_σ(x)_i = x_i + g_v(σ)·Σ_{j ∈ N(i)} w_v(e_ij, σ)·(x_j − x_i),
+    g_v = σ² / (σ² + s_v²)
 
 N(i) the HR node's nearest HR neighbours (the refiner's graph), e_ij the edge's geometry,
 w (E, V) per edge and variable from a small MLP of the edge geometry and the noise embedding.
-g_v makes S_σ → identity as σ → 0, as the Wiener gain P/(P + σ²) does: without it the filter,
-trained on the few σ < 0.01 that p_train(σ) draws (0.25 %), went on smoothing at σ_min and
-took the members' small scales away (loss 1142 at σ = 0.002 where doing nothing scores 1;
-their high-wavenumber power fell to 0.2–0.6 of the truth's). s_v is learned per variable
-(log-parametrised, from 0.01).
+g_v makes S_σ → identity as σ → 0, as the Wiener gain P/(P + σ²) does: without it the
+filter, trained on the few σ < 0.01 that p_train(σ) draws (0.25 %), went on smoothing at
+σ_min and took the members' small scales away (loss 1142 at σ = 0.002 where doing nothing
+scores 1; their high-wavenumber power fell to 0.2–0.6 of the truth's). s_v is learned per
+variable (log-parametrised, from 0.01).
 The weights are O(1) at every σ (a smoothing stencil), so no gain has to be learned; the
 differences keep constants exactly; the last layer is zero-initialised, so S_σ = identity and
 D is EDM's at initialisation. A least-squares fit of one such 9-point stencil per σ to the
@@ -34,7 +35,8 @@ Sharding: like a graph block, the source rows go through `self.halo` (`NoHalo` i
 process; parallelize.py swaps in the refiner graph's halo exchange): senders index the
 extended rows, receivers the local ones.
 
-Shapes: x (B, N, V), σ (B,), emb (B, E_emb), senders/receivers (E,), edge_attr (E, A) → (B, N, V).
+Shapes: x (B, N, V), σ (B,), emb (B, E_emb), senders/receivers (E,), edge_attr (E, A)
+→ (B, N, V).
 """
 
 from __future__ import annotations

@@ -39,6 +39,7 @@ from hpcds.models import DownscalerNet
 from hpcds.models.downscaler import InputEmbedding, OutputHead
 from hpcds.indices import INDEX_DTYPE
 from hpcds.models.graphs import ModelGraphs
+from hpcds.models.parallelize import GRAPH_BLOCKS
 from hpcds.nn import GraphAttentionBlock, LocalSkipFilter, WindowAttentionBlock, registered
 from hpcds.nn.dispatch import OPS
 from hpcds.nn.gated_linear import gated_linear_folded
@@ -350,10 +351,9 @@ def build_meta_model(cfg: ModelConfig, n_vars: int, n_forcings: int, shape: Shar
     for name, module in net.named_modules():
         if isinstance(module, WindowAttentionBlock):
             module.halo = _MetaHalo(*shape.halo.get("window", (0, 0)))
-        elif isinstance(module, GraphAttentionBlock):
-            module.halo = _MetaHalo(*shape.halo.get(name.split(".")[0], (0, 0)))
-        elif isinstance(module, LocalSkipFilter):  # the refiner graph's neighbours
-            module.halo = _MetaHalo(*shape.halo.get("refiner", (0, 0)))
+        elif isinstance(module, (GraphAttentionBlock, LocalSkipFilter)):
+            graph = GRAPH_BLOCKS[name.split(".")[0]][0]  # the graph it runs on, as sharded
+            module.halo = _MetaHalo(*shape.halo.get(graph, (0, 0)))
     return net
 
 

@@ -271,7 +271,7 @@ def train(cfg: HpcdsConfig, progress: bool = True, stop_at: int | None = None) -
                 metrics.write(record)
                 bar.set_postfix(loss=f"{last_loss:.4g}", refresh=False)
                 if bar.disable and progress and tp.is_main:  # no terminal (srun, a log file)
-                    log_progress_line(step, t.steps, last_loss, n_acc / seconds)
+                    log_progress_line(step, t.steps, last_loss, record["steps_per_s"])
                 if not math.isfinite(last_loss):
                     raise UserError(f"training diverged at step {step} (loss {last_loss}): "
                                     "lower training.lr or raise training.warmup_steps; "
