@@ -9,7 +9,7 @@ import copy
 
 import pytest
 import torch
-from conftest import assert_shards_equal_one_process
+from shard_asserts import assert_shards_equal_one_process
 
 from hpcds.config.load import load_config
 from hpcds.diffusion.precond import EDMPrecond

@@ -11,7 +11,7 @@ import copy
 
 import pytest
 import torch
-from conftest import assert_shards_equal_one_process
+from shard_asserts import assert_shards_equal_one_process
 
 from hpcds.distributed import HaloModule, ShardContext, window_plan
 from hpcds.models.parallelize import parallelize_model
