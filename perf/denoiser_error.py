@@ -5,7 +5,8 @@ wavenumber band, on held-out dates, per variable.
     .venv/bin/python perf/denoiser_error.py runs/demo --sigmas 14 --draws 2 --record before
 
 For each σ on a log grid from σ_min to σ_max, each held-out date and `--draws` noise draws:
-x = x₀ + σ·n (x₀ the normalised residual target, n unit white noise), D = the trained
+x = x₀ + σ·n (x₀ the normalised residual target, n unit white noise, or coloured as the
+model was trained: diffusion.noise), D = the trained
 denoiser (EMA weights, as sampling uses), e = D − x₀. Its spectrum per variable (the
 evaluation's own: 2-D DCT on limited-area grids) is divided by the target's spectrum x₀, then
 averaged over three bands of wavenumber: `large` (below the LR grid's Nyquist wavenumber — the
@@ -87,6 +88,8 @@ def measure(cfg, run: Path, n_sigmas: int, draws: int, seed: int) -> dict:
         for j, sigma in enumerate(sigmas):
             for _ in range(draws):
                 n = torch.randn(y.shape, generator=gen, dtype=torch.float64)
+                if model.noise_shape is not None:  # the coloured noise it was trained with
+                    n = torch.from_numpy(model.noise_shape.apply(n.numpy()))
                 d = model.precond(y + sigma * n, torch.tensor(sigma, dtype=torch.float64),
                                   cond.float(), forcings.float()).double()
                 e = (d - y)[0].T.numpy()  # (V, N)

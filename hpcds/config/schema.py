@@ -30,6 +30,13 @@ class SigmaRegime(Enum):
     karras_uniform = "karras_uniform"  # high-noise fine-tuning: σ uniform on the Karras ramp
 
 
+class NoiseKind(Enum):
+    white = "white"  # EDM: n ~ N(0, σ² I)
+    # n ~ N(0, σ² L Lᵀ), L coloured like the training residuals' DCT spectrum (limited-area
+    # rasters): hpcds/diffusion/noise_shape.py
+    residual_spectrum = "residual_spectrum"
+
+
 class Solver(Enum):
     heun = "heun"  # EDM Heun 2nd order with churn
     dpmpp_2m = "dpmpp_2m"  # DPM-Solver++(2M)
@@ -170,6 +177,9 @@ class DiffusionConfig:
     regime: SigmaRegime = SigmaRegime.lognormal
     deterministic: bool = False  # regression of the conditional mean (debug mode)
     variable_weights: Optional[List[float]] = None  # per-variable loss weights; None = all 1
+    noise: NoiseKind = NoiseKind.white  # the forward process's noise (white: EDM's)
+    noise_exponent: float = 1.0  # residual_spectrum: a(k)² ∝ max(P(k)/P̄, floor)^exponent
+    noise_floor: float = 1.0e-4
 
 
 @dataclass

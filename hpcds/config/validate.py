@@ -67,6 +67,10 @@ def validate(cfg: HpcdsConfig) -> None:
     _require(df.sigma_data > 0, "diffusion.sigma_data", df.sigma_data, "a number > 0")
     _require(0 < df.sigma_min < df.sigma_max, "diffusion.sigma_min", df.sigma_min,
              f"0 < sigma_min < sigma_max={df.sigma_max}")
+    _require(df.noise_exponent > 0, "diffusion.noise_exponent", df.noise_exponent,
+             "a number > 0")
+    _require(0 < df.noise_floor <= 1, "diffusion.noise_floor", df.noise_floor,
+             "a number in (0, 1]")
     t = cfg.training
     _require(t.steps >= 0, "training.steps", t.steps, "an integer >= 0")
     _require(t.batch_size >= 1, "training.batch_size", t.batch_size, "an integer >= 1")

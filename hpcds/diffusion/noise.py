@@ -121,17 +121,20 @@ def member_noise(seed: int, member: int, step: int, node_index: np.ndarray,
 
 
 def make_noise_fn(seed: int, members: Sequence[int] | np.ndarray, node_index: np.ndarray,
-                  n_vars: int, device: torch.device | str | None = None
+                  n_vars: int, device: torch.device | str | None = None, shape=None
                   ) -> Callable[[int], torch.Tensor]:
     """The samplers' `noise_fn`: step ↦ batch_noise(seed, members, step, ...) as a float64
     torch tensor (B, n, V) on `device`. Use step = -1 for the initial latents:
     ``latents = sigmas[0] * noise_fn(-1)``; the samplers call it with step = 0, 1, ….
+    shape: a `noise_shape.NoiseShape` (the model's coloured noise; its `draw` replaces
+    `batch_noise`) or None (white).
     """
     members = np.atleast_1d(np.asarray(members, dtype=np.int64))
     node_index = np.asarray(node_index, dtype=np.int64)
+    draw = batch_noise if shape is None else shape.draw
 
     def noise_fn(step: int) -> torch.Tensor:
-        z = batch_noise(seed, members, step, node_index, n_vars)
+        z = draw(seed, members, step, node_index, n_vars)
         return torch.from_numpy(z).to(device=device or "cpu")
 
     return noise_fn

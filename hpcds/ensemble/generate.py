@@ -74,7 +74,7 @@ from hpcds.data.cells import store_cells_for_grid
 from hpcds.data.dates import iso
 from hpcds.data.forcings import forcing_fields
 from hpcds.data.paired import PairedDataset, require_finite
-from hpcds.diffusion.noise import batch_noise, make_noise_fn
+from hpcds.diffusion.noise import make_noise_fn
 from hpcds.diffusion.samplers import sample, spectrum_min_steps
 from hpcds.diffusion.schedules import make_schedule
 from hpcds.distributed import ParallelState
@@ -171,7 +171,10 @@ def provenance(cfg: HpcdsConfig, model: SamplingModel, ds: PairedDataset, sigmas
         "S_max": cfg.sampling.S_max, "S_noise": cfg.sampling.S_noise,
         "members_per_batch": int(cfg.sampling.members_per_batch),
         "noise": "counter-based (hpcds.diffusion.noise), stream seed blake2b(seed, date), "
-                 "member key (lr_member << 32 | member), step -1 = initial latents",
+                 "member key (lr_member << 32 | member), step -1 = initial latents"
+                 + ("" if model.noise_shape is None else
+                    "; coloured by the training residuals' DCT spectrum (diffusion.noise="
+                    "residual_spectrum, hpcds/diffusion/noise_shape.py)"),
         "lr_store": str(Path(ds.lr.path).resolve()),
         "static_store": str(Path(ds.static_store.path).resolve()),
         "normalisation": ds.normalisation.to_dict(),
@@ -226,9 +229,9 @@ def sample_batch(model: SamplingModel, cfg: HpcdsConfig, sigmas: torch.Tensor,
     if model.deterministic:  # the conditional mean; `keys` are not used
         with torch.no_grad():
             return model.precond.regress(cond_t, forc_t).double().cpu().numpy()
-    latents = torch.from_numpy(batch_noise(seed, keys, -1, node_index, V)).to(device)
-    latents = sigmas[0].to(device) * latents
-    noise_fn = make_noise_fn(seed, keys, node_index, V, device=device)
+    # white, or coloured as in training (diffusion.noise, hpcds/diffusion/noise_shape.py)
+    noise_fn = make_noise_fn(seed, keys, node_index, V, device=device, shape=model.noise_shape)
+    latents = sigmas[0].to(device) * noise_fn(-1)
     denoiser = model.precond.as_denoiser(cond_t, forc_t)
     with torch.no_grad():
         x = sample(cfg.sampling, denoiser, latents, sigmas.to(device), noise_fn=noise_fn)

@@ -35,9 +35,10 @@ from omegaconf import OmegaConf
 from hpcds.checkpoint import (LATEST, STATS_NAME, build_denoiser, check_compatible,
                               config_from_yaml, load_checkpoint)
 from hpcds.config.load import to_yaml
-from hpcds.config.schema import HpcdsConfig
+from hpcds.config.schema import HpcdsConfig, NoiseKind
 from hpcds.data.forcings import FORCING_NAMES
 from hpcds.data.paired import Normalisation
+from hpcds.diffusion.noise_shape import NoiseShape, NoiseSpectrum
 from hpcds.diffusion.precond import EDMPrecond
 from hpcds.errors import CheckpointError
 from hpcds.grids.geometry import Grid
@@ -58,6 +59,7 @@ class SamplingModel:
     step: int
     weights: str  # "ema" or "model"
     device: torch.device
+    noise_shape: NoiseShape | None = None  # the coloured noise it was trained with; None: white
 
     @property
     def deterministic(self) -> bool:
@@ -158,4 +160,23 @@ def load_sampling_model(cfg: HpcdsConfig, hr_grid: Grid,
     precond.eval().requires_grad_(False).to(device)
     return SamplingModel(precond=precond, normalisation=_normalisation(state, path, variables),
                          train_config=train_cfg, checkpoint=path, sha256=file_sha256(path),
-                         step=int(state["step"]), weights=which, device=device)
+                         step=int(state["step"]), weights=which, device=device,
+                         noise_shape=_noise_shape(state, path, train_cfg, hr_grid))
+
+
+def _noise_shape(state: dict, path: Path, train_cfg: HpcdsConfig, hr_grid: Grid
+                 ) -> NoiseShape | None:
+    """The coloured noise of diffusion.noise=residual_spectrum, from the checkpoint's
+    `noise_spectrum`; None for white noise (and the deterministic regression)."""
+    d = train_cfg.diffusion
+    if d.noise is NoiseKind.white or d.deterministic:
+        return None
+    payload = state.get("noise_spectrum")
+    try:
+        spectrum = NoiseSpectrum.from_dict(payload)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(
+            f"checkpoint {path} was trained with diffusion.noise=residual_spectrum but holds "
+            f"no valid noise spectrum ({e or 'missing'}): use a checkpoint its training run "
+            "wrote") from None
+    return NoiseShape(hr_grid, spectrum, d.noise_exponent, d.noise_floor)

@@ -15,27 +15,10 @@ from __future__ import annotations
 import numpy as np
 import scipy.fft
 
-from hpcds.grids.geometry import EARTH_RADIUS_M, Grid
+from hpcds.grids.geometry import Grid
+from hpcds.grids.spacing import dct_wavenumbers, grid_spacing_km  # noqa: F401 (re-exported)
 from hpcds.grids.octahedral import gaussian_latitudes, octahedral_pl
 
-_R_KM = EARTH_RADIUS_M / 1e3
-
-
-def _great_circle_km(lat1, lon1, lat2, lon2) -> float:
-    p1, p2, dl = np.deg2rad(lat1), np.deg2rad(lat2), np.deg2rad(lon2 - lon1)
-    c = np.sin(p1) * np.sin(p2) + np.cos(p1) * np.cos(p2) * np.cos(dl)
-    return float(_R_KM * np.arccos(np.clip(c, -1.0, 1.0)))
-
-
-def grid_spacing_km(grid: Grid) -> tuple[float, float]:
-    """(dx, dy) km of a rectangular grid at the domain centre: great-circle distances from the
-    centre cell to its east and south neighbours (works for regular and rotated grids)."""
-    ny, nx = grid.field_shape
-    lat = grid.to_native(grid.latitudes).reshape(ny, nx)
-    lon = grid.to_native(grid.longitudes).reshape(ny, nx)
-    i, j = min(ny // 2, ny - 2), min(nx // 2, nx - 2)
-    return (_great_circle_km(lat[i, j], lon[i, j], lat[i, j + 1], lon[i, j + 1]),
-            _great_circle_km(lat[i, j], lon[i, j], lat[i + 1, j], lon[i + 1, j]))
 
 
 # --------------------------------------------------------------------------- DCT spectra
@@ -58,13 +41,10 @@ def dct_spectrum(field: np.ndarray, dx_km: float, dy_km: float,
     ny, nx = f.shape[-2:]
     coef = scipy.fft.dctn(f, type=2, norm="ortho", axes=(-2, -1))
     var = coef ** 2 / (ny * nx)
-    ky = np.pi * np.arange(ny) / (ny * dy_km)
-    kx = np.pi * np.arange(nx) / (nx * dx_km)
-    kk = np.hypot(ky[:, None], kx[None, :])
-    dk = np.pi / max(nx * dx_km, ny * dy_km)
+    kk, dk, bins = dct_wavenumbers(ny, nx, dx_km, dy_km)
     nk = int(n_bins) if n_bins else int(np.ceil(kk.max() / dk - 0.5)) + 1
     # bin b (1..nk) holds (b - 1/2) Δk <= |k| < (b + 1/2) Δk; the mean term is bin 0
-    idx = np.clip(np.floor(kk / dk + 0.5).astype(np.int64), 0, nk).ravel()
+    idx = np.clip(bins, 0, nk).ravel()
     idx[0] = nk + 1  # drop the mean
     flat = var.reshape(-1, ny * nx)
     power = np.zeros((flat.shape[0], nk + 2))

@@ -132,13 +132,15 @@ class TrainDraws:
     """Unit noise of training samples keyed by (seed, global sample counter, global node):
     the same values whatever the sharding and the data-parallel split.
 
-    noise(counters (B,) int64) → (B, n_local, V) float32 on `device`."""
+    noise(counters (B,) int64) → (B, n_local, V) float32 on `device`; coloured by `shape`
+    (a `hpcds.diffusion.noise_shape.NoiseShape`, diffusion.noise=residual_spectrum) if given."""
 
     def __init__(self, seed: int, node_index: np.ndarray, n_vars: int,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", shape=None):
         self.seed, self.node_index, self.n_vars = int(seed), node_index, int(n_vars)
         self.device = torch.device(device)
+        self.draw = batch_noise if shape is None else shape.draw
 
     def noise(self, counters: np.ndarray) -> torch.Tensor:
-        z = batch_noise(self.seed, counters, 0, self.node_index, self.n_vars)
+        z = self.draw(self.seed, counters, 0, self.node_index, self.n_vars)
         return torch.from_numpy(z.astype(np.float32)).to(self.device)

@@ -63,6 +63,7 @@ from hpcds.train.ema import EMA
 from hpcds.train.engine import make_stepper
 from hpcds.train.master import master_state_dict
 from hpcds.train.metrics import MetricsLog
+from hpcds.train.noise_spectrum import training_noise
 from hpcds.train.parallel import TrainDraws, TrainParallel
 from hpcds.train.resume import restore_start
 from hpcds.train.schedule import WarmupCosine
@@ -161,8 +162,9 @@ def train(cfg: HpcdsConfig, progress: bool = True, stop_at: int | None = None) -
     stepper = make_stepper(net, optimizer, cfg, tp, device)
     ema = EMA(net, t.ema_decay)
     noise_gen = torch.Generator(device).manual_seed(seed + NOISE_SEED_OFFSET)
-    draws = TrainDraws(seed + NOISE_SEED_OFFSET, tp.node_index, n_vars, device)
-    val_draws = TrainDraws(seed + VAL_SEED_OFFSET, tp.node_index, n_vars, device)
+    noise_shape, noise_spectrum = training_noise(cfg, split, norm)  # None: white noise
+    draws = TrainDraws(seed + NOISE_SEED_OFFSET, tp.node_index, n_vars, device, noise_shape)
+    val_draws = TrainDraws(seed + VAL_SEED_OFFSET, tp.node_index, n_vars, device, noise_shape)
     sigma_sampler = getattr(loss_fn, "sigma_sampler", None)  # None: regression
     order = SampleOrder(len(samples), seed + ORDER_SEED_OFFSET)
     generators = {"noise": noise_gen}
@@ -211,7 +213,8 @@ def train(cfg: HpcdsConfig, progress: bool = True, stop_at: int | None = None) -
                 "optimizer": stepper.optimizer_state(), "scheduler": scheduler.state_dict(),
                 "data": order.state_dict(), "rng": rng.capture(generators),
                 "config": config_yaml, "normalisation": norm.to_dict(),
-                "metrics": {"train_loss": train_loss}, "layout": tp.state.layout.describe()})
+                "metrics": {"train_loss": train_loss}, "layout": tp.state.layout.describe(),
+                "noise_spectrum": noise_spectrum.to_dict() if noise_spectrum else None})
         tp.barrier()  # nobody reads latest.pt before it is complete
         return path
 

@@ -119,3 +119,19 @@ def test_deepspeed_fine_tune_starts_from_the_loaded_weights(reference, tmp_path)
                  "--quiet"]) == 0
     _torchrun(2, [*tune, "training.batch_size=1", *ENGINES["zero1"], f"training.run_dir={run}"])
     _assert_same(_weights(run), _weights(one))
+
+
+def test_coloured_noise_two_shards_equal_one_process(bench_dir, tmp_path):
+    """diffusion.noise=residual_spectrum: each shard measures the spectrum on whole fields and
+    colours the whole grid's noise before keeping its rows, so 2 shards == one process."""
+    base = [f"run.out_dir={bench_dir}", *DATA, *TINY_MODEL, *STEPS, "training.batch_size=1",
+            "diffusion.noise=residual_spectrum"]
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    assert main(["train", "tiny", *base, f"training.run_dir={ref}", "--quiet"]) == 0
+    _torchrun(2, [*base, "parallel.model_parallel=2", f"training.run_dir={run}"])
+    _assert_same(_weights(run), _weights(ref))
+    a, b = (load_checkpoint(d / "latest.pt", resume=False)["noise_spectrum"] for d in (ref, run))
+    # (the statistics that normalise the residuals are merged over the shards: 1e-10)
+    assert a["dk"] == b["dk"]
+    torch.testing.assert_close(torch.tensor(b["power"]), torch.tensor(a["power"]), rtol=1e-10,
+                               atol=0)
