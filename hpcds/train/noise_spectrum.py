@@ -20,15 +20,41 @@ from hpcds.train.data import Split, subset
 MAX_DATES = 64  # the spectrum's shape, not one date's: ±18 % per bin and date at 64
 
 
+def _samples(train: PairedDataset, dates: np.ndarray, norm: Normalisation
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """(residuals, inputs), each (D, N, V) float64, normalised as the targets and inputs are."""
+    res, inp = [], []
+    for i in dates:
+        cond = train.interpolate(train.read_lr(int(i)))  # (V, N)
+        res.append(((train.read_hr(int(i)) - cond - norm.residual_mean[:, None])
+                    / norm.residual_std[:, None]).T)
+        inp.append(((cond - norm.input_mean[:, None]) / norm.input_std[:, None]).T)
+    return np.stack(res), np.stack(inp)
+
+
+def detrend(residuals: np.ndarray, inputs: np.ndarray) -> np.ndarray:
+    """residuals (D, N, V) minus their least-squares fit, per node and variable over the D
+    dates, by an intercept and the node's inputs (D, N, V'): the part of the residual a
+    per-node linear model of the LR input cannot explain (→ (D, N, V))."""
+    X = np.concatenate([np.ones(inputs.shape[:2] + (1,)), inputs], axis=2)  # (D, N, F)
+    Xn = np.moveaxis(X, 1, 0)  # (N, D, F)
+    xtx = Xn.transpose(0, 2, 1) @ Xn  # (N, F, F)
+    xty = Xn.transpose(0, 2, 1) @ np.moveaxis(residuals, 1, 0)  # (N, F, V)
+    beta = np.linalg.solve(xtx + 1e-9 * np.eye(X.shape[2]), xty)  # (N, F, V)
+    return residuals - np.moveaxis(Xn @ beta, 0, 1)
+
+
 def measure_noise_spectrum(cfg: HpcdsConfig, split: Split, norm: Normalisation) -> NoiseSpectrum:
-    """The normalised training residuals' mean DCT power per radial bin (whole grid)."""
+    """The normalised training residuals' mean DCT power per radial bin (whole grid); with
+    diffusion.noise_detrend, of their part not linear in the LR input (`detrend`)."""
     train = split.train
     if train.hr_cells != (0, train.hr_grid.size):  # a shard: the same dates on every cell
         train = subset(PairedDataset.from_config(cfg), train.dates)
     n = len(train)
     dates = np.unique(np.linspace(0, n - 1, min(MAX_DATES, n)).round().astype(np.int64))
-    mean, std = norm.residual_mean[:, None], norm.residual_std[:, None]
-    values = np.stack([((train.residual(int(i)) - mean) / std).T for i in dates])  # (D, N, V)
+    values, inputs = _samples(train, dates, norm)
+    if cfg.diffusion.noise_detrend:
+        values = detrend(values, inputs)
     return radial_power(values, train.hr_grid)
 
 
