@@ -107,6 +107,10 @@ class DataConfig:
     forcings_store: str = "${run.out_dir}/data/forcings.zarr"
     static: StaticConfig = field(default_factory=StaticConfig)
     variables: List[str] = field(default_factory=lambda: ["2t", "10u", "10v", "msl", "tp"])
+    # variables whose values are >= 0 (precipitation): sampled members are clipped at 0 when
+    # written (the network's residual can undershoot where the truth is exactly 0); names
+    # not in `variables` are ignored (so `data.variables=[2t]` needs no second override)
+    nonnegative: List[str] = field(default_factory=list)
     start_date: Optional[str] = None  # ISO date; None = first common date
     end_date: Optional[str] = None  # ISO date, inclusive; None = last common date
     nan_policy: NanPolicy = NanPolicy.error

@@ -12,7 +12,7 @@ members (`sampling.members_per_batch`):
                                                   S_noise) or dpmpp_2m; schedule from
                                                   diffusion.make_schedule; float64 state, the
                                                   network in float32 under torch.no_grad()
-    x_HR    = x_0 · residual_std + residual_mean + interp(x_LR)
+    x_HR    = x_0 · residual_std + residual_mean + interp(x_LR)    (max(·, 0) for data.nonnegative)
 
 with D the EMA-weighted `EDMPrecond` of the checkpoint (`model.py`), conditioned on
 cond = (interp(x_LR) − input_mean) / input_std and the HR forcings of the date.
@@ -125,6 +125,11 @@ class GenerateResult:
         return self.written / self.seconds if self.seconds > 0 else 0.0
 
 
+def clipped_variables(cfg: HpcdsConfig) -> list[int]:
+    """Indices into data.variables of the data.nonnegative variables (absent names ignored)."""
+    return [i for i, v in enumerate(cfg.data.variables) if v in set(cfg.data.nonnegative)]
+
+
 def sampling_identity(cfg: HpcdsConfig, model: SamplingModel, lr_store: str) -> dict:
     """What a rerun must agree on to resume a store: everything the values depend on
     (besides the layout: dates, variables, grid, members) — not members_per_batch."""
@@ -135,6 +140,7 @@ def sampling_identity(cfg: HpcdsConfig, model: SamplingModel, lr_store: str) -> 
         "deterministic": model.deterministic,
         "lr_store": str(Path(lr_store).resolve()),
         "seed": int(s.seed),
+        "nonnegative": [cfg.data.variables[i] for i in clipped_variables(cfg)],
     }
     if not model.deterministic:
         ident.update({"solver": s.solver.value, "schedule": s.schedule.value,
@@ -292,6 +298,7 @@ def generate(cfg: HpcdsConfig, *, checkpoint: str | os.PathLike | None = None,
     start, stop = ds.hr_cells
     node_index = np.arange(start, stop, dtype=np.int64)  # global SFC index of each HR row
     res_mean, res_std = norm.residual_mean[None, None, :], norm.residual_std[None, None, :]
+    nonnegative = clipped_variables(cfg)
     batches = member_batches(store.n_members, cfg.sampling.members_per_batch)
     # rank 0's view of the flags for every rank: all groups must agree on the work list
     done = ranks.decide(store.done)
@@ -337,6 +344,7 @@ def generate(cfg: HpcdsConfig, *, checkpoint: str | os.PathLike | None = None,
                                  member_keys(batch, M), node_index)
             residual = x * res_std + res_mean  # (B, N, V) float64, physical units
             hr = residual.transpose(0, 2, 1) + np.stack([interp for interp, _ in conds])
+            hr[:, nonnegative] = np.maximum(hr[:, nonnegative], 0.0)  # data.nonnegative
             fresh = ~done[t, batch]
             store.write(t, batch[fresh], hr[fresh], cells=slice(start, stop))
             ranks.group_barrier()  # a member is done only once all P shards wrote it

@@ -83,6 +83,21 @@ def test_same_config_same_output(run_dir, reference):
     np.testing.assert_array_equal(read_all(again.sampling.output), values)
 
 
+def test_nonnegative_variables_are_clipped_at_zero(run_dir, reference):
+    cfg, got = reference  # the tiny preset: data.nonnegative = [tp]
+    raw = config(run_dir, "sampling.members_per_batch=2", "data.nonnegative=[]",
+                 f"sampling.output={run_dir}/unclipped.zarr")
+    generate(raw, progress=False)
+    values = read_all(raw.sampling.output)  # (time, variable, member, cell)
+    tp = list(cfg.data.variables).index("tp")
+    assert cfg.data.nonnegative == ["tp"] and (values[:, tp] < 0).any()  # it undershoots
+    want = values.copy()
+    want[:, tp] = np.maximum(values[:, tp], 0)
+    np.testing.assert_array_equal(got, want)
+    # names that are not among data.variables are ignored
+    assert config(run_dir, "data.variables=[2t]").data.nonnegative == ["tp"]
+
+
 def test_date_range_restricts_without_changing_members(run_dir, reference):
     _, values = reference
     dates = open_store(reference[0].data.hr_store).dates
