@@ -106,7 +106,7 @@ def measure(cfg, run: Path, n_sigmas: int, draws: int, seed: int) -> dict:
     loss /= n_dates * draws
     mse /= n_dates * draws
     masks = band_masks(k, lr_nyquist(cfg))
-    white = white_power(hr)
+    noise = noise_power(hr, len(variables), model.noise_shape)  # (V, nk)
     rows = []
     for j, sigma in enumerate(sigmas):
         for v, name in enumerate(variables):
@@ -117,9 +117,9 @@ def measure(cfg, run: Path, n_sigmas: int, draws: int, seed: int) -> dict:
                 m = masks[b]
                 t = target_power[v, m].mean()
                 row[f"err/target {b}"] = float(err_power[j, v, m].mean() / t)
-                # white noise of variance σ² per node spreads evenly over the DCT's modes;
-                # its band power against the target's (same normalisation as `err`)
-                row[f"noise/target {b}"] = float(sigma**2 * white[m].mean() / t)
+                # the unit noise's band power (white: even over the DCT's modes; coloured:
+                # the model's shape), times σ², against the target's (as `err`)
+                row[f"noise/target {b}"] = float(sigma**2 * noise[v, m].mean() / t)
             rows.append(row)
     return {"k": k.tolist(), "bands": {b: [float(k[m].min()), float(k[m].max())]
                                        for b, m in masks.items()},
@@ -156,12 +156,15 @@ def wiener_mse(targets: np.ndarray, grid, sigmas: np.ndarray, n_bins: int = 48
     return out
 
 
-def white_power(grid) -> np.ndarray:
-    """The spectrum of unit white noise on `grid`: the mean of 16 fixed draws' spectra (every
-    draw has the same expectation; 16 are enough for the band means here)."""
-    gen = np.random.default_rng(0)
-    _, p, _ = spectrum_for_grid(gen.standard_normal((16, grid.size)), grid)
-    return p.mean(axis=0)
+def noise_power(grid, n_vars: int, shape=None) -> np.ndarray:
+    """(V, nk) the spectrum of the unit noise on `grid`, per variable: white (shape None) or
+    coloured by the model's `NoiseShape`; the mean of 16 fixed draws' spectra (every draw has
+    the same expectation; 16 are enough for the band means here)."""
+    z = np.random.default_rng(0).standard_normal((16, grid.size, n_vars))
+    if shape is not None:
+        z = shape.apply(z)
+    _, p, _ = spectrum_for_grid(np.moveaxis(z, -1, 0), grid)  # (V, 16, nk)
+    return p.mean(axis=1)
 
 
 def format_table(result: dict) -> str:
