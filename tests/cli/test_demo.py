@@ -12,6 +12,7 @@ import yaml
 import zarr
 
 from hpcds.cli.main import main
+from hpcds.config.load import load_config
 
 FINETUNE_STEPS = 2
 
@@ -77,7 +78,8 @@ def test_demo_quick_finetune(demo):
     ident = {label: zarr.open_group(str(out / name), mode="r").attrs["identity"]
              for label, name in (("before", "ensemble.zarr"),
                                  ("after", "ensemble_finetuned.zarr"))}
-    assert (ident["before"]["sigma_max"], ident["after"]["sigma_max"]) == (80.0, 1e5)
+    demo_sigma_max = load_config("demo").diffusion.sigma_max  # 10: coloured noise
+    assert (ident["before"]["sigma_max"], ident["after"]["sigma_max"]) == (demo_sigma_max, 1e5)
     for key in ("solver", "steps", "seed", "sigma_min"):
         assert ident["before"][key] == ident["after"][key]
 
