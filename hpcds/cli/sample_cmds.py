@@ -19,7 +19,11 @@ def register(commands) -> None:
                     "data.end_date) into sampling.members HR members per LR ensemble member, "
                     "with the checkpoint's EMA weights (sampling.use_ema), the solver "
                     "sampling.solver over the sampling.schedule of sampling.steps steps, "
-                    "seeded by sampling.seed. Writes an anemoi-layout zarr at sampling.output "
+                    "seeded by sampling.seed, from diffusion.sigma_max (the demo: 10). The "
+                    "noise is white or, for a model trained with diffusion.noise="
+                    "residual_spectrum, coloured with the spectrum its checkpoint holds; "
+                    "variables in data.nonnegative (tp in every preset) are clipped at 0. "
+                    "Writes an anemoi-layout zarr at sampling.output "
                     "(data: time, variable, ensemble, cell). Resumable: rerunning the same "
                     "command skips the (date, member) pairs already written; a store written "
                     "with other settings is an error unless --overwrite.")
