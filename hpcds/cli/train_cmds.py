@@ -26,7 +26,8 @@ def register(commands) -> None:
                     "trains on noise coloured like the training residuals' DCT spectrum, "
                     "measured at the start and saved in every checkpoint (`noise_spectrum`) "
                     "for sampling: on the demo's benchmark the members' excess power at high "
-                    "wavenumbers fell 3.9 -> 2.2x the truth's (msl 36 -> 1.2x).",
+                    "wavenumbers fell 3.9 -> 2.2x the truth's (msl 36 -> 1.2x), 1.4x with "
+                    "the demo's settings (perf/results/skill-20261204-coloured-noise.md).",
         epilog="Examples: hpcds train tiny training.steps=50 | hpcds train tiny "
                "training.init_from=runs/tiny/train/latest.pt diffusion.regime=karras_uniform "
                "diffusion.sigma_max=1e5 training.run_dir=runs/tiny/finetune | "

@@ -14,14 +14,14 @@ c_in, c_skip and c_out assume.
 Why. The denoiser's error where the data has little power decides the members' spectrum
 there, and an MSE loss barely sees it: the benchmark's msl residual has 10⁻³–10⁻⁵ of its
 power above 0.27 rad/km, and with white noise the members carried 36× the truth's power
-there (perf/results/skill-20261204-colored-noise.md). With exponent 1 every scale has the
+there (perf/results/skill-20261204-coloured-noise.md). With exponent 1 every scale has the
 same signal-to-noise ratio at each σ; the noise, and with it the denoiser's leftover error,
 has the data's shape, so nothing has to be removed where the truth has nothing.
 
 Sampling is unchanged but for the noise. With noise covariance σ²Σ (Σ = L Lᵀ, fixed) the
 score is −Σ⁻¹(x − D(x; σ))/σ² and the probability-flow ODE dx/dσ = −σ Σ ∇log p_σ(x) =
 (x − D)/σ is the same ODE in D; so every solver works as it is, given coloured initial
-latents σ_max·L z and coloured churn noise (tests/diffusion/test_exact_denoiser.py checks
+latents σ_max·L z and coloured churn noise (tests/diffusion/test_noise_shape.py checks
 the spectra against the closed-form Wiener denoiser D = C⁻¹ P/(P + σ²a²) C x). The loss is
 unchanged: the MSE is still minimised by the posterior mean.
 
@@ -38,10 +38,17 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.fft
 
+from hpcds.config.schema import DiffusionConfig, NoiseKind
 from hpcds.diffusion.noise import batch_noise
 from hpcds.errors import ConfigError
 from hpcds.grids.geometry import Grid
 from hpcds.grids.spacing import dct_wavenumbers, grid_spacing_km
+
+
+def is_coloured(d: DiffusionConfig) -> bool:
+    """Whether a run with this diffusion config draws coloured noise (the deterministic
+    regression draws none)."""
+    return d.noise is not NoiseKind.white and not d.deterministic
 
 
 @dataclass(frozen=True)

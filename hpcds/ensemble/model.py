@@ -35,10 +35,10 @@ from omegaconf import OmegaConf
 from hpcds.checkpoint import (LATEST, STATS_NAME, build_denoiser, check_compatible,
                               config_from_yaml, load_checkpoint)
 from hpcds.config.load import to_yaml
-from hpcds.config.schema import HpcdsConfig, NoiseKind
+from hpcds.config.schema import HpcdsConfig
 from hpcds.data.forcings import FORCING_NAMES
 from hpcds.data.paired import Normalisation
-from hpcds.diffusion.noise_shape import NoiseShape, NoiseSpectrum
+from hpcds.diffusion.noise_shape import NoiseShape, NoiseSpectrum, is_coloured
 from hpcds.diffusion.precond import EDMPrecond
 from hpcds.errors import CheckpointError
 from hpcds.grids.geometry import Grid
@@ -169,7 +169,7 @@ def _noise_shape(state: dict, path: Path, train_cfg: HpcdsConfig, hr_grid: Grid
     """The coloured noise of diffusion.noise=residual_spectrum, from the checkpoint's
     `noise_spectrum`; None for white noise (and the deterministic regression)."""
     d = train_cfg.diffusion
-    if d.noise is NoiseKind.white or d.deterministic:
+    if not is_coloured(d):
         return None
     payload = state.get("noise_spectrum")
     try:

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from hpcds.config.schema import HpcdsConfig, NoiseKind
+from hpcds.config.schema import HpcdsConfig
 from hpcds.data.paired import Normalisation, PairedDataset
-from hpcds.diffusion.noise_shape import NoiseShape, NoiseSpectrum, radial_power
+from hpcds.diffusion.noise_shape import NoiseShape, NoiseSpectrum, is_coloured, radial_power
 from hpcds.train.data import Split, subset
 
 MAX_DATES = 64  # the spectrum's shape, not one date's: ±18 % per bin and date at 64
@@ -63,7 +63,7 @@ def training_noise(cfg: HpcdsConfig, split: Split, norm: Normalisation
     """(shape, spectrum) for diffusion.noise=residual_spectrum; (None, None) for white noise
     and for the deterministic regression (which draws no noise)."""
     d = cfg.diffusion
-    if d.noise is NoiseKind.white or d.deterministic:
+    if not is_coloured(d):
         return None, None
     spectrum = measure_noise_spectrum(cfg, split, norm)
     return NoiseShape(split.train.hr_grid, spectrum, d.noise_exponent, d.noise_floor), spectrum
