@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 
 class NanPolicy(Enum):
@@ -111,6 +111,10 @@ class DataConfig:
     # written (the network's residual can undershoot where the truth is exactly 0); names
     # not in `variables` are ignored (so `data.variables=[2t]` needs no second override)
     nonnegative: List[str] = field(default_factory=list)
+    # variable → ε > 0 (its units): the model works in log1p(x/ε) for these (a multiplicative
+    # small-scale variability, precipitation's, becomes additive; hpcds.data.transform).
+    # Saved in the checkpoint's normalisation; names not in `variables` are ignored.
+    log_transform: Dict[str, float] = field(default_factory=dict)
     start_date: Optional[str] = None  # ISO date; None = first common date
     end_date: Optional[str] = None  # ISO date, inclusive; None = last common date
     nan_policy: NanPolicy = NanPolicy.error

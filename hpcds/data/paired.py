@@ -5,7 +5,9 @@ A sample (date t, HR cells [a, b) of the SFC order) is
 
     cond     (n_var, b-a)  interp(x_LR) normalised with the LR store's per-variable statistics
     forcings (n_forc, b-a) orography, land-sea, sin/cos lat/lon, local solar time, day of year
-    target   (n_var, b-a)  residual x_HR − interp(x_LR), normalised with residual statistics
+    target   (n_var, b-a)  residual f(x_HR) − f(interp(x_LR)), normalised with residual statistics
+                           (f: data.log_transform's log1p(x/ε) per variable, else the identity;
+                           `hpcds.data.transform`)
 
 Each model-parallel rank builds its own dataset for its cells: it reads only its HR cells and
 the LR cells its interpolation rows touch. Statistics are shard-local `RunningStats` that the
@@ -28,6 +30,8 @@ from hpcds.data.dates import DateReport, iso, match_dates, parse_date, parse_fre
 from hpcds.data.forcings import forcing_fields, static_forcings_from_store, static_store
 from hpcds.data.stats import RunningStats
 from hpcds.data.store import Store, open_store
+from hpcds.data.transform import check_domain, log_offsets
+from hpcds.data.transform import forward as transformed
 from hpcds.errors import DataCheckError, StoreError
 from hpcds.grids import Grid, cached_interpolation_matrix
 from hpcds.grids.grid_cache import cached_grid
@@ -55,18 +59,25 @@ def require_finite(values: np.ndarray, variables: list[str], store: str, where: 
 @dataclass(frozen=True)
 class Normalisation:
     """Per-variable (n_var,) float64 statistics; inputs use the LR store's, targets the
-    residual's own (streamed over the dataset's dates)."""
+    residual's own (streamed over the dataset's dates) in the space of the per-variable
+    transform whose offsets `log_offset` holds (0: identity; `hpcds.data.transform`)."""
 
     variables: tuple[str, ...]
     input_mean: np.ndarray
     input_std: np.ndarray
     residual_mean: np.ndarray
     residual_std: np.ndarray
+    log_offset: np.ndarray | None = None  # None: no transform (a record from before it)
+
+    def __post_init__(self):
+        if self.log_offset is None:
+            object.__setattr__(self, "log_offset", np.zeros(len(self.variables)))
 
     def to_dict(self) -> dict:
         return {"variables": list(self.variables),
                 **{k: getattr(self, k).tolist() for k in
-                   ("input_mean", "input_std", "residual_mean", "residual_std")}}
+                   ("input_mean", "input_std", "residual_mean", "residual_std",
+                    "log_offset")}}
 
 
 class PairedDataset:
@@ -74,15 +85,17 @@ class PairedDataset:
                  hr_grid: Grid, variables: list[str], report: DateReport, nan_policy: NanPolicy,
                  hr_cells: tuple[int, int] | None = None,
                  cache_dir: str | os.PathLike | None = None,
-                 static: StaticConfig | None = None):
+                 static: StaticConfig | None = None,
+                 log_transform: dict[str, float] | None = None):
         """static_store: where the static fields are read (`static_forcings_from_store`) as
         `static` (data.static) says; cache_dir: where this shard's interpolation rows are
-        cached (None: built)."""
+        cached (None: built); log_transform: data.log_transform (variable → ε)."""
         for store, role in ((lr, "LR"), (hr, "HR")):
             check_variables(store, variables, role)
         self.lr, self.hr, self.static_store = lr, hr, static_store
         self.lr_grid, self.hr_grid = lr_grid, hr_grid
         self.variables = list(variables)
+        self.log_offset = log_offsets(self.variables, log_transform or {})  # (n_var,) ε
         self.report = report
         self.nan_policy = nan_policy
         start, stop = hr_cells if hr_cells is not None else (0, hr_grid.size)
@@ -132,7 +145,8 @@ class PairedDataset:
         cache = cfg.grid.cache_dir  # large grids: built once, then memory-mapped
         ds = cls(lr, hr, static_source, lr_grid=cached_grid(cfg.grid.lr, cache),
                  hr_grid=cached_grid(cfg.grid.hr, cache), variables=d.variables, report=report,
-                 nan_policy=d.nan_policy, hr_cells=hr_cells, cache_dir=cache, static=d.static)
+                 nan_policy=d.nan_policy, hr_cells=hr_cells, cache_dir=cache, static=d.static,
+                 log_transform=dict(d.log_transform))
         if d.nan_policy is NanPolicy.skip_date:
             ds.drop_dates(sorted({i for _, i in ds.nan_dates()}))
         return ds
@@ -184,9 +198,18 @@ class PairedDataset:
         """(n_var, n_needed) → (n_var, b-a), float64 accumulation."""
         return np.asarray(self.interp @ lr_values.astype(np.float64).T).T
 
+    def pair(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """(interp(x_LR), residual f(x_HR) − f(interp(x_LR))), each (n_var, b-a) float64."""
+        cond, hr = self.interpolate(self.read_lr(i)), self.read_hr(i)
+        if self.log_offset.any():
+            when = f"date {iso(self.dates[i])}"
+            check_domain(hr, self.log_offset, self.variables, f"the HR store, {when}")
+            check_domain(cond, self.log_offset, self.variables, f"the interpolated LR, {when}")
+        return cond, (transformed(hr, self.log_offset) - transformed(cond, self.log_offset))
+
     def residual(self, i: int) -> np.ndarray:
-        """(n_var, b-a) float64: x_HR − interp(x_LR)."""
-        return self.read_hr(i).astype(np.float64) - self.interpolate(self.read_lr(i))
+        """(n_var, b-a) float64: f(x_HR) − f(interp(x_LR)) (x_HR − interp(x_LR) untransformed)."""
+        return self.pair(i)[1]
 
     def _checked(self, values: np.ndarray, role: str, i: int) -> np.ndarray:
         return require_finite(values, self.variables, f"the {role} store",
@@ -209,7 +232,8 @@ class PairedDataset:
             variables=tuple(self.variables),
             input_mean=np.asarray(lr_stats["mean"], np.float64)[idx],
             input_std=np.maximum(np.asarray(lr_stats["stdev"], np.float64)[idx], 1e-12),
-            residual_mean=residual.mean, residual_std=np.maximum(residual.stdev, 1e-12))
+            residual_mean=residual.mean, residual_std=np.maximum(residual.stdev, 1e-12),
+            log_offset=self.log_offset.copy())
         return self.normalisation
 
     def save_statistics(self, path: str | os.PathLike) -> Path:
@@ -231,9 +255,7 @@ class PairedDataset:
             raise StoreError("dataset statistics not set: run `hpcds data stats` or call "
                              "set_normalisation(residual_statistics())")
         n = self.normalisation
-        lr = self.read_lr(i)
-        cond = self.interpolate(lr)
-        target = self.read_hr(i).astype(np.float64) - cond
+        cond, target = self.pair(i)
         return {
             "date": self.dates[i],
             "cond": ((cond - n.input_mean[:, None]) / n.input_std[:, None]).astype(np.float32),

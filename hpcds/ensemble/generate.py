@@ -12,7 +12,10 @@ members (`sampling.members_per_batch`):
                                                   S_noise) or dpmpp_2m; schedule from
                                                   diffusion.make_schedule; float64 state, the
                                                   network in float32 under torch.no_grad()
-    x_HR    = x_0 · residual_std + residual_mean + interp(x_LR)    (max(·, 0) for data.nonnegative)
+    x_HR    = f⁻¹(x_0 · residual_std + residual_mean + f(interp(x_LR)))
+                                                  f: the checkpoint's data.log_transform
+                                                  (identity without one; data/transform.py);
+                                                  max(·, 0) for data.nonnegative
 
 with D the EMA-weighted `EDMPrecond` of the checkpoint (`model.py`), conditioned on
 cond = (interp(x_LR) − input_mean) / input_std and the HR forcings of the date.
@@ -74,6 +77,8 @@ from hpcds.data.cells import store_cells_for_grid
 from hpcds.data.dates import iso
 from hpcds.data.forcings import forcing_fields
 from hpcds.data.paired import PairedDataset, require_finite
+from hpcds.data.transform import check_domain, inverse
+from hpcds.data.transform import forward as transformed
 from hpcds.diffusion.noise import make_noise_fn
 from hpcds.diffusion.samplers import sample, spectrum_min_steps
 from hpcds.diffusion.schedules import make_schedule
@@ -216,6 +221,8 @@ class _Conditioner:
                            f"date {iso(self._date)}, LR member {k}",
                            "fix the store or restrict data.start_date/end_date")
             interp = self.ds.interpolate(lr)  # (V, N) float64
+            check_domain(interp, self.ds.normalisation.log_offset, self.ds.variables,
+                         f"the interpolated LR store, date {iso(self._date)}, LR member {k}")
             cond = ((interp - self.mean) / self.std).T.astype(np.float32)
             self._cache[k] = (interp, np.ascontiguousarray(cond))
         return self._cache[k]
@@ -342,8 +349,10 @@ def generate(cfg: HpcdsConfig, *, checkpoint: str | os.PathLike | None = None,
                 x = sample_batch(model, cfg, sigmas, np.stack([c for _, c in conds]), forcings,
                                  date_seed(cfg.sampling.seed, ds.dates[i]),
                                  member_keys(batch, M), node_index)
-            residual = x * res_std + res_mean  # (B, N, V) float64, physical units
-            hr = residual.transpose(0, 2, 1) + np.stack([interp for interp, _ in conds])
+            residual = x * res_std + res_mean  # (B, N, V) float64, in f's units
+            interp = np.stack([interp for interp, _ in conds])  # (B, V, N) physical
+            hr = inverse(residual.transpose(0, 2, 1) + transformed(interp, norm.log_offset, 1),
+                         norm.log_offset, 1)
             hr[:, nonnegative] = np.maximum(hr[:, nonnegative], 0.0)  # data.nonnegative
             fresh = ~done[t, batch]
             store.write(t, batch[fresh], hr[fresh], cells=slice(start, stop))

@@ -108,11 +108,12 @@ def _normalisation(state: dict, path: Path, variables: list[str]) -> Normalisati
 
     try:
         norm = Normalisation(variables=tuple(payload.get("variables") or variables),
+                             log_offset=array("log_offset") if "log_offset" in payload else None,
                              **{k: array(k) for k in _NORM_KEYS})
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"the normalisation in {source} is malformed ({e})") from None
     if list(norm.variables) != list(variables) or any(
-            getattr(norm, k).shape != (len(variables),) for k in _NORM_KEYS):
+            getattr(norm, k).shape != (len(variables),) for k in (*_NORM_KEYS, "log_offset")):
         raise CheckpointError(f"the normalisation in {source} is for variables "
                               f"{list(norm.variables)}, the model for {variables}")
     return norm

@@ -67,7 +67,9 @@ def _stats_match(payload: dict, ds: PairedDataset) -> bool:
             and payload.get("lr_store") == str(ds.lr.path)
             and payload.get("hr_store") == str(ds.hr.path)
             and payload.get("dates") == [iso(ds.dates[0]), iso(ds.dates[-1])]
-            and payload.get("n_dates") == len(ds))
+            and payload.get("n_dates") == len(ds)
+            and np.array_equal(np.asarray(payload.get("log_offset", np.zeros(len(ds.variables))),
+                                          np.float64), ds.log_offset))
 
 
 def _load_matching(path: Path, ds: PairedDataset) -> Normalisation | None:
@@ -79,7 +81,7 @@ def _load_matching(path: Path, ds: PairedDataset) -> Normalisation | None:
         return None
     try:
         return Normalisation(
-            variables=tuple(payload["variables"]),
+            variables=tuple(payload["variables"]), log_offset=ds.log_offset.copy(),
             **{k: np.asarray(payload[k], dtype=np.float64)
                for k in ("input_mean", "input_std", "residual_mean", "residual_std")})
     except (KeyError, TypeError, ValueError):

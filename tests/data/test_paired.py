@@ -116,3 +116,38 @@ def test_native_order_store_reads_like_the_sfc_store(cfg, tmp_path):
     start, stop = shard_ranges(hr_grid.size, 3)[1]
     part = PairedDataset.from_config(other, hr_cells=(start, stop))
     np.testing.assert_array_equal(part.read_hr(4), sfc.read_hr(4)[:, start:stop])
+
+
+def test_log_transformed_residual_and_its_saved_statistics(cfg, tmp_path):
+    """data.log_transform: the residual is log(x_HR + ε) − log(interp(x_LR) + ε) for tp (the
+    identity for the others), and statistics saved without the transform are not reused."""
+    from hpcds.train.data import prepare_normalisation, split_dates
+
+    eps = 1e-4
+    logged = load_config("tiny", [f"run.out_dir={cfg.run.out_dir}",
+                                  f"benchmark.n_dates={N_DATES}",
+                                  f"data.log_transform={{tp: {eps}}}"])
+    ds, plain = PairedDataset.from_config(logged), PairedDataset.from_config(cfg)
+    tp = cfg.data.variables.index("tp")
+    lr, hr = open_store(cfg.data.lr_store), open_store(cfg.data.hr_store)
+    interp = interpolation_matrix(make_grid(cfg.grid.lr), make_grid(cfg.grid.hr))
+    x_lr = lr.read(2, ["tp"])[0, 0, 0].astype(np.float64)
+    x_hr = hr.read(2, ["tp"])[0, 0, 0].astype(np.float64)
+    assert (x_hr > 0).mean() > 0.05  # it rains somewhere
+    want = np.log(x_hr + eps) - np.log(interp @ x_lr + eps)
+    np.testing.assert_allclose(ds.residual(2)[tp], want, rtol=1e-9, atol=1e-9)
+    others = [v for v in range(len(cfg.data.variables)) if v != tp]
+    np.testing.assert_array_equal(ds.residual(2)[others], plain.residual(2)[others])
+    start, stop = shard_ranges(ds.hr_grid.size, 3)[2]  # a shard's residual is the slice
+    part = PairedDataset.from_config(logged, hr_cells=(start, stop))
+    np.testing.assert_allclose(part.residual(2), ds.residual(2)[:, start:stop], rtol=1e-12,
+                               atol=1e-12)
+
+    run_dir = tmp_path / "run"
+    split = split_dates(plain, 1)
+    prepare_normalisation(cfg, split, run_dir)  # writes run_dir/statistics.json, untransformed
+    norm, source = prepare_normalisation(logged, split_dates(ds, 1), run_dir)
+    assert source == "computed" and norm.log_offset[tp] == eps
+    again, source = prepare_normalisation(logged, split_dates(ds, 1), run_dir)
+    assert source == "run_dir" and again.log_offset[tp] == eps
+    np.testing.assert_array_equal(again.residual_std, norm.residual_std)
