@@ -103,11 +103,13 @@ def run_pipeline(cfg: HpcdsConfig, out: str | Path, progress: bool = True, *,
     det = copy.deepcopy(cfg)
     det.diffusion.deterministic = True
     det.training.run_dir = str(out / "train_deterministic")
+    if cfg.evaluation.baseline_steps is not None:
+        det.training.steps = int(cfg.evaluation.baseline_steps)
     t = _stage(f"train the diffusion model ({cfg.training.steps} steps)")
     s_diff = train(diff, progress=progress)
     s_det = None
     if deterministic:
-        _stage(f"train the deterministic model ({cfg.training.steps} steps)")
+        _stage(f"train the deterministic model ({det.training.steps} steps)")
         s_det = train(det, progress=progress)
     times["train"] = time.perf_counter() - t
 

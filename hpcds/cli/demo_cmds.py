@@ -9,7 +9,8 @@ import time
 
 from hpcds.cli.common import add_config_args, config_from_args
 
-QUICK = ["benchmark.n_dates=12", "training.steps=30", "training.val_dates=2",
+QUICK = ["benchmark.n_dates=12", "training.steps=30", "evaluation.baseline_steps=20",
+         "training.val_dates=2",
          "training.val_every=30", "training.checkpoint_every=30", "sampling.members=4",
          "sampling.members_per_batch=4", "sampling.steps=8", "evaluation.bootstrap=20"]
 QUICK_FINETUNE_STEPS = 10  # --quick --finetune: a smoke run of the stage, like QUICK's 30

@@ -242,6 +242,9 @@ class EvaluationConfig:
     quantiles: List[float] = field(default_factory=lambda: [0.99, 0.999, 0.9999])
     bootstrap: int = 200
     terrain_mask_m: float = 1500.0
+    # training steps of the deterministic (conditional-mean) baseline `hpcds demo` trains beside
+    # the diffusion model; None: training.steps
+    baseline_steps: Optional[int] = None
 
 
 @dataclass

@@ -100,6 +100,8 @@ def validate(cfg: HpcdsConfig) -> None:
                  and all(w >= 0 for w in df.variable_weights), "diffusion.variable_weights",
                  df.variable_weights, f"{len(d.variables)} numbers >= 0 (one per data.variables)")
     e = cfg.evaluation
+    _require(e.baseline_steps is None or e.baseline_steps >= 1, "evaluation.baseline_steps",
+             e.baseline_steps, "an integer >= 1, or null for training.steps")
     _require(0 < e.crps_alpha <= 1, "evaluation.crps_alpha", e.crps_alpha, "a number in (0, 1]")
     _require(all(0 < q < 1 for q in e.quantiles), "evaluation.quantiles", e.quantiles,
              "numbers in (0, 1)")

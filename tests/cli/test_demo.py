@@ -41,8 +41,10 @@ def test_demo_quick_end_to_end(demo):
     assert summary[2].startswith("spread/skill")
     for name in ("scores.json", "index.html", "spectra.png", "crps.png", "maps_2t.png"):
         assert (out / "eval" / name).is_file()
-    assert (out / "train_diffusion" / "latest.pt").is_file()
-    assert (out / "train_deterministic" / "latest.pt").is_file()
+    # the deterministic baseline trains evaluation.baseline_steps (QUICK: 20), the model 30
+    for run, steps in (("train_diffusion", 30), ("train_deterministic", 20)):
+        assert (out / run / f"step-{steps:07d}.pt").is_file()
+        assert not (out / run / f"step-{steps + 10:07d}.pt").is_file()
 
 
 def test_demo_quick_finetune(demo):
