@@ -176,6 +176,10 @@ def train(cfg: HpcdsConfig, progress: bool = True, stop_at: int | None = None) -
     step, resumed_from, ema = restore_start(t, run_dir, config_yaml, net=net, ema=ema,
                                             stepper=stepper, scheduler=scheduler, order=order,
                                             generators=generators)
+    if resumed_from is not None and resumed_from >= t.steps:
+        log.warning("%s is at step %d, training.steps is %d: nothing to train, the run's model "
+                    "is used as it is (a fresh training.run_dir, or `hpcds demo --out`, trains "
+                    "anew)", run_dir / LATEST, resumed_from, t.steps)
     latest = run_dir / LATEST
     if tp.is_main:  # only now: a refused resume must leave the run's files as they were
         save_resolved(cfg, run_dir)

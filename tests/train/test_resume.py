@@ -51,3 +51,16 @@ def test_resume_continues_the_same_run(overrides, tmp_path):
         assert all(torch.equal(sa[k], sb[k]) for k in sa), i
     assert ca["data"]["epoch"] == cb["data"]["epoch"] and ca["data"]["index"] == cb["data"]["index"]
     assert torch.equal(ca["rng"]["generators"]["noise"], cb["rng"]["generators"]["noise"])
+
+
+def test_resuming_past_training_steps_warns_and_keeps_the_model(overrides, tmp_path, caplog):
+    """A finished run re-run with fewer training.steps trains nothing: it says so."""
+    run = [*overrides, *RUN, f"training.run_dir={tmp_path / 'c'}"]
+    train(load_config("tiny", [*run, "training.steps=2"]), progress=False)
+    before = load_checkpoint(tmp_path / "c" / LATEST)["model"]
+    with caplog.at_level("WARNING", logger="hpcds.train.trainer"):
+        summary = train(load_config("tiny", [*run, "training.steps=1"]), progress=False)
+    assert summary["steps_run"] == 0 and summary["resumed_from"] == 2
+    assert "is at step 2, training.steps is 1: nothing to train" in caplog.text
+    after = load_checkpoint(tmp_path / "c" / LATEST)["model"]
+    assert all(torch.equal(before[k], after[k]) for k in before)
