@@ -27,7 +27,14 @@ def register(commands) -> None:
                     "measured at the start and saved in every checkpoint (`noise_spectrum`) "
                     "for sampling: on the demo's benchmark the members' excess power at high "
                     "wavenumbers fell 3.9 -> 2.2x the truth's (msl 36 -> 1.2x), 1.4x with "
-                    "the demo's settings (perf/results/skill-20261204-coloured-noise.md).",
+                    "the demo's settings (perf/results/skill-20261204-coloured-noise.md). "
+                    "data.log_transform={tp: 1.0e-3} (every preset) trains tp's residual in "
+                    "log1p(tp/1 mm), where its multiplicative small-scale scatter is additive; "
+                    "the offsets are saved with the normalisation and sampling inverts them: "
+                    "tp's excess at high wavenumbers 3.7 -> 1.1x on the demo's benchmark, and "
+                    "the demo's whole excess 1.10x at 4500 steps "
+                    "(perf/results/skill-20261205-log-tp.md). A resume at or past "
+                    "training.steps trains nothing and says so.",
         epilog="Examples: hpcds train tiny training.steps=50 | hpcds train tiny "
                "training.init_from=runs/tiny/train/latest.pt diffusion.regime=karras_uniform "
                "diffusion.sigma_max=1e5 training.run_dir=runs/tiny/finetune | "
