@@ -134,6 +134,8 @@ def _check_key_path(dotted: str) -> None:
         hint = typing.get_type_hints(node)[part]
         if dataclasses.is_dataclass(hint):
             node = hint
+        elif typing.get_origin(hint) is dict and depth == len(parts) - 2:
+            return  # one entry of a map (data.log_transform.tp=...): any name
         elif depth < len(parts) - 1:
             raise ConfigError(f"unknown config key {dotted!r}: {'.'.join(parts[:depth + 1])} "
                               "is a value, not a section")

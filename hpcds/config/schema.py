@@ -113,7 +113,8 @@ class DataConfig:
     nonnegative: List[str] = field(default_factory=list)
     # variable → ε > 0 (its units): the model works in log1p(x/ε) for these (a multiplicative
     # small-scale variability, precipitation's, becomes additive; hpcds.data.transform).
-    # Saved in the checkpoint's normalisation; names not in `variables` are ignored.
+    # Saved in the checkpoint's normalisation; names not in `variables` are ignored; ε = 0
+    # turns a preset's transform off (data.log_transform.tp=0: an override merges into the map)
     log_transform: Dict[str, float] = field(default_factory=dict)
     start_date: Optional[str] = None  # ISO date; None = first common date
     end_date: Optional[str] = None  # ISO date, inclusive; None = last common date

@@ -28,8 +28,8 @@ def validate(cfg: HpcdsConfig) -> None:
     _require(d.max_bias >= 0, "data.max_bias", d.max_bias, "a number >= 0")
     _require(d.check_dates >= 1, "data.check_dates", d.check_dates, "an integer >= 1")
     for name, eps in d.log_transform.items():
-        _require(eps > 0 and eps < float("inf"), f"data.log_transform.{name}", eps,
-                 "an offset ε > 0 in the variable's units (log1p(x/ε))")
+        _require(0 <= eps < float("inf"), f"data.log_transform.{name}", eps,
+                 "an offset ε > 0 in the variable's units (log1p(x/ε)), or 0 for none")
     st = d.static
     for key in ("orography", "land_sea_mask"):
         name = getattr(st, key)

@@ -25,7 +25,10 @@ def cfg(tmp_path_factory):
 
 
 def test_residual_is_hr_minus_interpolated_lr(cfg):
-    ds = PairedDataset.from_config(cfg)
+    untransformed = load_config("tiny", [f"run.out_dir={cfg.run.out_dir}",
+                                         f"benchmark.n_dates={N_DATES}",
+                                         "data.log_transform.tp=0"])  # the preset logs tp
+    ds = PairedDataset.from_config(untransformed)
     lr, hr = open_store(cfg.data.lr_store), open_store(cfg.data.hr_store)
     lr_grid, hr_grid = make_grid(cfg.grid.lr), make_grid(cfg.grid.hr)
     interp = interpolation_matrix(lr_grid, hr_grid)
@@ -127,7 +130,9 @@ def test_log_transformed_residual_and_its_saved_statistics(cfg, tmp_path):
     logged = load_config("tiny", [f"run.out_dir={cfg.run.out_dir}",
                                   f"benchmark.n_dates={N_DATES}",
                                   f"data.log_transform={{tp: {eps}}}"])
-    ds, plain = PairedDataset.from_config(logged), PairedDataset.from_config(cfg)
+    plain = load_config("tiny", [f"run.out_dir={cfg.run.out_dir}",
+                                 f"benchmark.n_dates={N_DATES}", "data.log_transform.tp=0"])
+    ds, plain = PairedDataset.from_config(logged), PairedDataset.from_config(plain)
     tp = cfg.data.variables.index("tp")
     lr, hr = open_store(cfg.data.lr_store), open_store(cfg.data.hr_store)
     interp = interpolation_matrix(make_grid(cfg.grid.lr), make_grid(cfg.grid.hr))
@@ -145,7 +150,7 @@ def test_log_transformed_residual_and_its_saved_statistics(cfg, tmp_path):
 
     run_dir = tmp_path / "run"
     split = split_dates(plain, 1)
-    prepare_normalisation(cfg, split, run_dir)  # writes run_dir/statistics.json, untransformed
+    prepare_normalisation(cfg, split, run_dir)  # writes run_dir/statistics.json, ε = 0
     norm, source = prepare_normalisation(logged, split_dates(ds, 1), run_dir)
     assert source == "computed" and norm.log_offset[tp] == eps
     again, source = prepare_normalisation(logged, split_dates(ds, 1), run_dir)

@@ -37,7 +37,15 @@ def test_values_outside_the_domain_are_a_clear_error():
         check_domain(values, np.array([0.0, 1e-4]), ["2t", "tp"], "here")
 
 
-@pytest.mark.parametrize("eps", ["0", "-1e-4", "inf"])
+@pytest.mark.parametrize("eps", ["-1e-4", "inf", "nan"])
 def test_offsets_must_be_positive(eps):
     with pytest.raises(ConfigError, match="data.log_transform.tp"):
         load_config("tiny", [f"data.log_transform.tp={eps}"])
+
+
+def test_a_zero_offset_turns_a_presets_transform_off():
+    """An override merges into the preset's map ({} would keep tp's ε): 0 is the way out."""
+    assert load_config("tiny", []).data.log_transform == {"tp": 1e-3}
+    assert load_config("tiny", ["data.log_transform={}"]).data.log_transform == {"tp": 1e-3}
+    off = load_config("tiny", ["data.log_transform.tp=0"])
+    assert not log_offsets(off.data.variables, off.data.log_transform).any()

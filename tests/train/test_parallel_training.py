@@ -54,11 +54,17 @@ def reference(bench_dir, tmp_path_factory):
 
 
 def _assert_same(got: dict, want: dict) -> None:
+    """Every tensor within 5e-5 of its scale (+1e-3). Measured: 1.3–3.6e-6 with tp untransformed,
+    up to 2.1e-5 with the presets' log-transformed tp, the worst always the zero-initialised
+    output gate (head.adaln.proj, ~1e-3 after 3 Adam steps on gradients that are sums with
+    cancellation: float32 summation order). A sharding error moves weights by 1e-2 and more."""
     assert got.keys() == want.keys()
-    worst = max(float(((got[k] - want[k]).abs().max() / (want[k].abs().max() + 1e-3)))
-                for k in want)
-    assert worst < 2e-5, f"weights differ by {worst:.3g} (relative to each tensor's scale)"
-    print(f"worst relative weight difference {worst:.3g}")
+    rel = {k: float(((got[k] - want[k]).abs().max() / (want[k].abs().max() + 1e-3)))
+           for k in want}
+    name = max(rel, key=rel.get)
+    assert rel[name] < 5e-5, (f"weights differ by {rel[name]:.3g} (relative to each tensor's "
+                              f"scale), the most in {name}")
+    print(f"worst relative weight difference {rel[name]:.3g} ({name})")
 
 
 ENGINES = {"plain": [],
