@@ -63,14 +63,20 @@ def lr_nyquist(cfg) -> float:
     return math.pi / max(dx, dy)
 
 
-@torch.no_grad()
-def measure(cfg, run: Path, n_sigmas: int, draws: int, seed: int) -> dict:
+def load_held_out(cfg, run: Path):
+    """(HR grid, the run's sampling model (EMA weights), its held-out samples normalised as
+    in training) for a `hpcds demo --out` / `perf/skill_run.py --out` directory."""
     hr = make_grid(cfg.grid.hr)
     model = load_sampling_model(cfg, hr, run / "train_diffusion" / "latest.pt", device="cpu")
     ds = PairedDataset.from_config(cfg)
     split = split_dates(ds, cfg.training.val_dates)
     prepare_normalisation(cfg, split, run / "train_diffusion", write=False)
-    samples = TrainSamples(split.val)
+    return hr, model, TrainSamples(split.val)
+
+
+@torch.no_grad()
+def measure(cfg, run: Path, n_sigmas: int, draws: int, seed: int) -> dict:
+    hr, model, samples = load_held_out(cfg, run)
     variables = list(cfg.data.variables)
     sigmas = np.exp(np.linspace(math.log(cfg.diffusion.sigma_min),
                                 math.log(cfg.diffusion.sigma_max), n_sigmas))

@@ -128,9 +128,16 @@ class NoiseShape:
         if (mean <= 0).any():
             raise ConfigError("the training residuals have no variance in some variable: "
                               "diffusion.noise=residual_spectrum cannot shape its noise")
+        self._variance = mean.reshape(-1)  # (V,)
         a2 = np.maximum(per_coef / mean, floor) ** exponent
         self.amplitude = np.sqrt(a2 / a2.mean(axis=(1, 2), keepdims=True))
         self.n_vars = power.shape[0]
+
+    def stochastic_variance(self) -> np.ndarray:
+        """(V,) the measured fields' variance, the spectrum's mean power per coefficient:
+        with diffusion.noise_detrend, the residual's part a per-node linear model of the LR
+        input cannot explain (perf/noise_gain.py compares the denoiser's gain against it)."""
+        return self._variance.copy()
 
     def apply(self, z: np.ndarray) -> np.ndarray:
         """L z for unit noise z (B, N, V) over the whole grid (SFC order) → (B, N, V) float64.

@@ -101,3 +101,30 @@ def test_demo_quick_finetune(demo):
     source = load_checkpoint(source_path)["model"]
     moved = max(float((tuned["model"][k] - w).abs().max()) for k, w in source.items())
     assert moved <= 1.5 * budget, f"fine-tuned weights {moved} away from the source's"
+
+
+def test_perf_diagnostics_run_on_the_demo(demo, capsys):
+    """perf/law_variance.py and perf/noise_gain.py (issue 12's diagnostics) on the quick demo:
+    the members' variance over the law's is positive and finite for every variable, and the
+    denoiser's noise gain at σ = 0.02 is close to 1 (it can remove almost none of so small a
+    noise) and falls towards σ = 5, as the Wiener gain beside it does."""
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "perf"))
+    import law_variance
+    import noise_gain
+
+    out, _, _ = demo
+    assert law_variance.main([str(out), "--law-members", "4"]) == 0
+    line = capsys.readouterr().out.splitlines()[1]
+    ratios = [float(x) for x in re.findall(r" (\d+\.\d+)", line)]
+    assert line.startswith("variance over the law's:") and len(ratios) == 5
+    assert all(0 < r < 100 for r in ratios), line
+    cfg = load_config(str(out / "demo.config.yaml"))
+    g, s2 = noise_gain.gains(cfg, out, seed=0)
+    assert g.shape == (len(noise_gain.SIGMAS), 5) and s2.shape == (5,)
+    assert np.isfinite(g).all() and (0 < s2).all() and (s2 <= 1.5).all()
+    assert (g[0] > 0.5).all() and (np.abs(g[-1]) < g[0]).all(), g

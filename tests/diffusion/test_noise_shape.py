@@ -62,6 +62,9 @@ def test_radial_power_parseval_and_single_mode():
     # Parseval: Σ_b count_b·power_b = the fields' mean Σ_n x²
     np.testing.assert_allclose(spec.power @ counts, (values ** 2).sum(axis=1).mean(axis=0),
                                rtol=1e-12)
+    # and the shape built from it reports the fields' variance (perf/noise_gain.py's s²)
+    np.testing.assert_allclose(NoiseShape(GRID, spec).stochastic_variance(),
+                               (values ** 2).mean(axis=(0, 1)), rtol=1e-12)
     # one DCT basis function (built from the cosine matrix) lands in its bin only
     cy, cx = dct_matrix(ny), dct_matrix(nx)
     j, i = 4, 9
