@@ -175,6 +175,9 @@ def _value_error(exc: ValidationError, source: str) -> ConfigError:
 def _valid_values(full_key: str) -> str:
     node: typing.Any = HpcdsConfig
     for part in full_key.split("."):
+        if typing.get_origin(node) is dict:  # one entry of a map: its value type
+            node = typing.get_args(node)[1]
+            continue
         if not dataclasses.is_dataclass(node):
             break
         hints = typing.get_type_hints(node)
@@ -191,6 +194,9 @@ def _valid_values(full_key: str) -> str:
     if origin in (list, typing.List):
         inner = typing.get_args(node)[0]
         return f"a list of {getattr(inner, '__name__', inner)}"
+    if origin is dict:
+        inner = typing.get_args(node)[1]
+        return f"a map {{name: {getattr(inner, '__name__', inner)}}}"
     return f"a value of type {getattr(node, '__name__', node)}"
 
 

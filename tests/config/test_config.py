@@ -89,6 +89,17 @@ def test_wrong_type_in_yaml(tmp_path):
         load_config(str(path))
 
 
+def test_wrong_type_in_a_map_names_the_entry_type():
+    """One entry of a map (data.log_transform.tp) expects the map's value type, the whole map
+    a map; neither is described as a Dict."""
+    with pytest.raises(ConfigError, match=r"'data.log_transform.tp'.*expected a value of "
+                                          r"type float$"):
+        load_config("tiny", ["data.log_transform.tp=abc"])
+    with pytest.raises(ConfigError, match=r"'data.log_transform'.*expected a map "
+                                          r"\{name: float\}$"):
+        load_config("tiny", ["data.log_transform=abc"])
+
+
 def test_missing_config_lists_presets():
     with pytest.raises(ConfigError, match="presets .*tiny"):
         load_config("no_such_config")
