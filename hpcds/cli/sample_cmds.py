@@ -37,7 +37,10 @@ def register(commands) -> None:
     parser.add_argument("--members", type=int, metavar="M",
                         help="HR members per LR member (sets sampling.members)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing output store instead of resuming it")
+                        help="replace an existing output store instead of resuming it: "
+                             "the new one is built as OUTPUT.replacing and renamed over "
+                             "the old only when complete (a stopped run leaves the old "
+                             "store as it was)")
     parser.set_defaults(func=run_sample)
 
 

@@ -42,7 +42,10 @@ special case (its spread is zero).
 
 Resumption. The output store (`output.py`) marks each (date, member) done after its data is
 written; a rerun with the same config skips finished pairs. `on_write(t, members)` is called
-after each batch's flags are set (tests use it to simulate a crash).
+after each batch's flags are set (tests use it to simulate a crash). `overwrite` over an
+existing store samples into `<output>.replacing` (`replacement_path`) and renames that over the
+output only once every member is written: a run stopped part-way leaves the old ensemble as it
+was (and its partial replacement beside it, started afresh by the next --overwrite).
 
 Parallel (`parallel=setup_parallel(cfg.parallel)`, every rank of a torchrun/srun/mpirun launch
 calls generate; `hpcds.ensemble.parallel`): D ensemble groups × P model-parallel ranks. Each
@@ -84,7 +87,8 @@ from hpcds.diffusion.samplers import sample, spectrum_min_steps
 from hpcds.diffusion.schedules import make_schedule
 from hpcds.distributed import ParallelState
 from hpcds.ensemble.model import SamplingModel, load_sampling_model
-from hpcds.ensemble.output import EnsembleLayout, EnsembleStore
+from hpcds.atomic import publish_dir
+from hpcds.ensemble.output import EnsembleLayout, EnsembleStore, replacement_path
 from hpcds.ensemble.parallel import SamplingRanks, plan_shards
 from hpcds.grids import grid_point_count
 
@@ -291,14 +295,18 @@ def generate(cfg: HpcdsConfig, *, checkpoint: str | os.PathLike | None = None,
     layout = EnsembleLayout(grid=ds.hr_grid, variables=tuple(ds.variables), dates=ds.dates,
                             frequency=ds.hr.frequency, lr_members=K, members=M,
                             chunk_cells=chunk_cells)
+    output = Path(cfg.sampling.output)
+    # --overwrite keeps the old store until the new one is complete (module docstring)
+    replacing = overwrite and ranks.decide(lambda: output.exists() or output.is_symlink())
+    target = replacement_path(output) if replacing else output
     store, created = ranks.open_store(
-        cfg.sampling.output, layout, identity=sampling_identity(cfg, model, ds.lr.path),
+        target, layout, identity=sampling_identity(cfg, model, ds.lr.path),
         overwrite=overwrite, metadata=ds.hr.variables_metadata,
         config_yaml=to_yaml(cfg),
         provenance={**provenance(cfg, model, ds, sigmas),
                     "parallel": {"model_parallel": ranks.P, "ensemble_groups": ranks.D,
                                  "hr_ranges": [list(r) for r in hr_ranges]}})
-    result = GenerateResult(path=Path(cfg.sampling.output), n_dates=len(ds.dates),
+    result = GenerateResult(path=output, n_dates=len(ds.dates),
                             n_members=store.n_members, created=created)
 
     conditioner = _Conditioner(ds)
@@ -374,6 +382,8 @@ def generate(cfg: HpcdsConfig, *, checkpoint: str | os.PathLike | None = None,
                     bar.clear()
                     report(line)
         ranks.world_barrier()  # the store is complete (rank 0's time covers every group)
+        if replacing:  # only now does the old ensemble go
+            ranks.decide(lambda: publish_dir(target, output, overwrite=True))
         result.written = to_write
     finally:
         result.seconds = time.perf_counter() - started

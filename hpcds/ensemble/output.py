@@ -385,6 +385,13 @@ def check_identity(store: EnsembleStore, layout: EnsembleLayout, identity: Mappi
                              f"{store.identity.get(key)!r} there, {want.get(key)!r} now; {fix}")
 
 
+def replacement_path(path: str | os.PathLike) -> Path:
+    """Where `hpcds sample --overwrite` builds the store that replaces `path` once complete:
+    a fixed name, the same on every rank."""
+    path = Path(path)
+    return path.with_name(path.name + ".replacing")
+
+
 def open_or_create(path: str | os.PathLike, layout: EnsembleLayout, *,
                    identity: Mapping | None = None, overwrite: bool = False,
                    **create_kwargs) -> tuple[EnsembleStore, bool]:

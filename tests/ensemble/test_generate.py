@@ -142,6 +142,39 @@ def test_killed_run_resumes_to_exactly_the_same_store(run_dir, reference, monkey
     np.testing.assert_array_equal(read_all(cfg.sampling.output), values)
 
 
+def test_overwrite_keeps_the_old_store_until_the_new_one_is_complete(run_dir, reference):
+    """--overwrite of a finished store that stops part-way leaves the old ensemble as it was
+    (data and identity) and the partial replacement beside it; a complete --overwrite
+    replaces the old store and leaves nothing beside it."""
+    _, values = reference
+    out = run_dir / "ow.zarr"
+    old_cfg = config(run_dir, "sampling.members_per_batch=2", f"sampling.output={out}")
+    generate(old_cfg, progress=False)
+    old = read_all(out)
+    np.testing.assert_array_equal(old, values)
+    new_cfg = config(run_dir, "sampling.members_per_batch=2", f"sampling.output={out}",
+                     "sampling.seed=7")
+    writes = []
+
+    def crash_after_two(t, members):
+        writes.append(t)
+        if len(writes) == 2:
+            raise KeyboardInterrupt  # killed half-way through the replacement
+
+    with pytest.raises(KeyboardInterrupt):
+        generate(new_cfg, overwrite=True, progress=False, on_write=crash_after_two)
+    np.testing.assert_array_equal(read_all(out), old)
+    assert EnsembleStore.open(out).identity["seed"] == 0 and EnsembleStore.open(out).complete()
+    partial = run_dir / "ow.zarr.replacing"
+    assert EnsembleStore.open(partial).done().sum() == 2 + 1
+    result = generate(new_cfg, overwrite=True, progress=False)
+    assert result.path == out and result.written == N_DATES * 3 and result.skipped == 0
+    assert not partial.exists()
+    new = EnsembleStore.open(out)
+    assert new.identity["seed"] == 7 and new.complete()
+    assert not np.array_equal(new.read(), old)  # another seed: other members
+
+
 def test_members_do_not_depend_on_members_per_batch(run_dir, reference):
     _, values = reference
     by_batch = {}
