@@ -73,6 +73,12 @@ class Normalisation:
         if self.log_offset is None:
             object.__setattr__(self, "log_offset", np.zeros(len(self.variables)))
 
+    def apply(self, cond: np.ndarray, residual: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`PairedDataset.pair`'s (cond, residual), each (n_var, N), normalised as the
+        network sees them (the model's inputs and targets), in their own dtype."""
+        return ((cond - self.input_mean[:, None]) / self.input_std[:, None],
+                (residual - self.residual_mean[:, None]) / self.residual_std[:, None])
+
     def to_dict(self) -> dict:
         return {"variables": list(self.variables),
                 **{k: getattr(self, k).tolist() for k in
@@ -254,13 +260,11 @@ class PairedDataset:
         if self.normalisation is None:
             raise StoreError("dataset statistics not set: run `hpcds data stats` or call "
                              "set_normalisation(residual_statistics())")
-        n = self.normalisation
-        cond, target = self.pair(i)
+        cond, target = self.normalisation.apply(*self.pair(i))
         return {
             "date": self.dates[i],
-            "cond": ((cond - n.input_mean[:, None]) / n.input_std[:, None]).astype(np.float32),
-            "target": ((target - n.residual_mean[:, None]) / n.residual_std[:, None]
-                       ).astype(np.float32),
+            "cond": cond.astype(np.float32),
+            "target": target.astype(np.float32),
             "forcings": forcing_fields(self.hr_grid, self.static_fields, self.dates[i],
                                        cells=self.hr_cells)[1],
         }

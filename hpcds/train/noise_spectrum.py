@@ -25,9 +25,9 @@ def _samples(train: PairedDataset, dates: np.ndarray, norm: Normalisation
     """(residuals, inputs), each (D, N, V) float64, normalised as the targets and inputs are."""
     res, inp = [], []
     for i in dates:
-        cond, residual = train.pair(int(i))  # (V, N) each
-        res.append(((residual - norm.residual_mean[:, None]) / norm.residual_std[:, None]).T)
-        inp.append(((cond - norm.input_mean[:, None]) / norm.input_std[:, None]).T)
+        cond, residual = norm.apply(*train.pair(int(i)))  # (V, N) each
+        res.append(residual.T)
+        inp.append(cond.T)
     return np.stack(res), np.stack(inp)
 
 
