@@ -63,6 +63,11 @@ def lr_nyquist(cfg) -> float:
     return math.pi / max(dx, dy)
 
 
+def run_config(run: Path):
+    """The config a `hpcds demo --out` / `perf/skill_run.py --out` directory was run with."""
+    return load_config(str(run / "demo.config.yaml"))
+
+
 def load_held_out(cfg, run: Path):
     """(HR grid, the run's sampling model (EMA weights), its held-out samples normalised as
     in training) for a `hpcds demo --out` / `perf/skill_run.py --out` directory."""
@@ -194,7 +199,7 @@ def main(argv=None) -> int:
     ap.add_argument("--record", default=None, metavar="TAG",
                     help="write perf/results/denoiser-error-<date>-TAG.json")
     args = ap.parse_args(argv)
-    cfg = load_config(str(args.run / "demo.config.yaml"))
+    cfg = run_config(args.run)
     result = measure(cfg, args.run, args.sigmas, args.draws, args.seed)
     print(f"bands (rad/km): {json.dumps(result['bands'])}; {result['n_dates']} dates x "
           f"{result['draws']} draws")

@@ -21,10 +21,12 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from hpcds.config.load import load_config
 from hpcds.data.paired import PairedDataset
 from hpcds.evaluate.baselines import make_oracle
 from hpcds.pipeline import held_out_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from denoiser_error import run_config  # noqa: E402
 
 AMOUNT_BINS = [1e-6, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, np.inf]  # law-mean amount, store units
 
@@ -42,7 +44,7 @@ def main(argv=None) -> int:
     ap.add_argument("run", type=Path)
     ap.add_argument("--law-members", type=int, default=16)
     args = ap.parse_args(argv)
-    cfg = load_config(str(args.run / "demo.config.yaml"))
+    cfg = run_config(args.run)
     ds = PairedDataset.from_config(held_out_config(cfg), require_complete=False)
     oracle = make_oracle(cfg, ds, args.law_members, seed=987654321)
     if oracle is None:
@@ -70,13 +72,13 @@ def main(argv=None) -> int:
             continue
         j = variables.index(v)
         amount = law[:, :, j].mean(0)
+        log_e, log_l = (np.log1p(np.maximum(x[:, :, j], 0) / eps) for x in (ens, law))
         print(f"{v} by the law-mean amount: variance over the law's, in store units / "
               f"in log1p(x/{eps:g})")
         for a, b in zip(AMOUNT_BINS[:-1], AMOUNT_BINS[1:]):
             m = (amount >= a) & (amount < b)
             if m.sum() < 50:
                 continue
-            log_e, log_l = (np.log1p(np.maximum(x[:, :, j], 0) / eps) for x in (ens, law))
             print(f"  [{a:g}, {b:g}): {m.sum():6d} cells  "
                   f"{variance_ratio(ens[:, :, j], law[:, :, j], m):.3f} / "
                   f"{variance_ratio(log_e, log_l, m):.3f}")

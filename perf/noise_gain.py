@@ -24,9 +24,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from denoiser_error import load_held_out  # noqa: E402
-
-from hpcds.config.load import load_config  # noqa: E402
+from denoiser_error import load_held_out, run_config  # noqa: E402
 
 SIGMAS = (0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0)
 
@@ -63,7 +61,7 @@ def main(argv=None) -> int:
     ap.add_argument("run", type=Path)
     ap.add_argument("--seed", type=int, default=5)
     args = ap.parse_args(argv)
-    cfg = load_config(str(args.run / "demo.config.yaml"))
+    cfg = run_config(args.run)
     g, s2 = gains(cfg, args.run, args.seed)
     variables = list(cfg.data.variables)
     print("stochastic variance s² (of the normalised residual's 1): "

@@ -74,6 +74,7 @@ import torch
 from tqdm.auto import tqdm
 
 from hpcds import __version__
+from hpcds.atomic import publish_dir
 from hpcds.config.load import to_yaml
 from hpcds.config.schema import HpcdsConfig, Schedule, Solver
 from hpcds.data.cells import store_cells_for_grid
@@ -87,7 +88,6 @@ from hpcds.diffusion.samplers import sample, spectrum_min_steps
 from hpcds.diffusion.schedules import make_schedule
 from hpcds.distributed import ParallelState
 from hpcds.ensemble.model import SamplingModel, load_sampling_model
-from hpcds.atomic import publish_dir
 from hpcds.ensemble.output import EnsembleLayout, EnsembleStore, replacement_path
 from hpcds.ensemble.parallel import SamplingRanks, plan_shards
 from hpcds.grids import grid_point_count
