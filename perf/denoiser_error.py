@@ -44,7 +44,7 @@ from machine import write_record  # noqa: E402
 from hpcds.config.load import load_config  # noqa: E402
 from hpcds.data.paired import PairedDataset  # noqa: E402
 from hpcds.ensemble.model import load_sampling_model  # noqa: E402
-from hpcds.evaluate.spectra import grid_spacing_km, spectrum_for_grid  # noqa: E402
+from hpcds.evaluate.spectra import grid_spacing_km, lr_nyquist_k, spectrum_for_grid  # noqa: E402
 from hpcds.grids import make_grid  # noqa: E402
 from hpcds.train.data import TrainSamples, prepare_normalisation, split_dates  # noqa: E402
 
@@ -59,8 +59,7 @@ def band_masks(k: np.ndarray, k_lr: float) -> dict[str, np.ndarray]:
 
 def lr_nyquist(cfg) -> float:
     """π / Δx of the LR grid in rad/km (the DCT's wavenumber units)."""
-    dx, dy = grid_spacing_km(make_grid(cfg.grid.lr))
-    return math.pi / max(dx, dy)
+    return lr_nyquist_k(make_grid(cfg.grid.lr))
 
 
 def run_config(run: Path):

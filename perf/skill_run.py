@@ -30,34 +30,25 @@ from hpcds.data.paired import PairedDataset
 from hpcds.evaluate.baselines import make_oracle
 from hpcds.pipeline import held_out_config, run_pipeline
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from denoiser_error import lr_nyquist  # noqa: E402
 
-
-def per_variable(result: dict, cfg) -> dict:
+def per_variable(result: dict) -> dict:
     """{variable: figures} of the first forecast source, region 0."""
     src = result["sources"][0]
     region = result["regions"][0]
     spec = result["spectra"]
-    k = np.asarray(spec["k"])
-    above = k > lr_nyquist(cfg)
     q = result["extremes"]["quantiles"]
     out = {}
-
-    def worst_bin(source: str, v: str) -> float:
-        """The bin ratio above the LR Nyquist farthest from 1 (in log)."""
-        with np.errstate(invalid="ignore", divide="ignore"):  # the empty corner bin: nan
-            ratio = np.asarray(spec["power"][source][v]) / np.asarray(spec["power"]["truth"][v])
-        return float(ratio[above][np.nanargmax(np.abs(np.log(ratio[above])))])
-
     for v in result["variables"]:
         row = {"crps_ratio": result["crps_ratio_to_oracle"][src][v],
                "high_k_ratio": spec["high_k_ratio"][src][v],
-               "worst_bin_above_lr_nyquist": worst_bin(src, v),
+               "worst_bin_above_lr_nyquist": spec["worst_bin"][src][v],
                # the same figure for the exact law's draws: how far a perfect model's bins
                # stray from the truth's with this many dates and members (the estimate's noise)
-               "oracle_worst_bin": worst_bin("oracle", v) if "oracle" in spec["power"]
-               else math.nan,
+               "oracle_worst_bin": spec["worst_bin"].get("oracle", {}).get(v, math.nan),
+               # the forecast against the law itself (its oracle draws), not one draw of it
+               "high_k_over_oracle": spec["high_k_over_oracle"].get(src, {}).get(v, math.nan),
+               "worst_bin_over_oracle":
+                   spec["worst_bin_over_oracle"].get(src, {}).get(v, math.nan),
                "spread_skill": result["scores"][src][v][region]["spread_skill"]}
         for level in ("0.999", "0.9999"):
             if level in q["truth"][v]:
@@ -127,7 +118,7 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     run = run_pipeline(cfg, args.out, progress=False, benchmark=args.data_from is None,
                        deterministic=False)
-    rows = per_variable(run["result"], cfg)
+    rows = per_variable(run["result"])
     law = law_quantiles(cfg, args.law_members, ["0.999", "0.9999"]) if args.law_members else None
     if law is not None:
         add_law_ratios(rows, run["result"], law)

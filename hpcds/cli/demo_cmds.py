@@ -37,7 +37,7 @@ def register(commands) -> None:
                     "dates with the same sampler settings and noise (ensemble_finetuned.zarr; "
                     "the schedule starts from its training sigma_max, 1e5) and evaluated "
                     "together with the first ensemble as the sources 'before' and 'after' "
-                    "(eval_finetune/: scores.json, index.html); a second 5-line summary "
+                    "(eval_finetune/: scores.json, index.html); a second summary "
                     "lists both, and the fine-tuning validation loss before/after.",
         epilog="Examples: hpcds demo --quick --out /tmp/demo; "
                "hpcds demo --finetune --out runs/demo")

@@ -42,13 +42,20 @@ from hpcds.evaluate.accumulate import ScoreAccumulator
 from hpcds.evaluate.extremes import qq_data, quantiles_with_bootstrap
 from hpcds.evaluate.regions import regions_for_grid
 from hpcds.evaluate.sources import (
+    BASELINES,
     StoreSource,
     ensemble_sources,
     forecast_paths,
     open_forecasts,
     ordered_sources,
 )
-from hpcds.evaluate.spectra import high_wavenumber_ratio, spectral_ratio, spectrum_for_grid
+from hpcds.evaluate.spectra import (
+    high_wavenumber_ratio,
+    lr_nyquist_k,
+    spectral_ratio,
+    spectrum_for_grid,
+    worst_bin,
+)
 from hpcds.errors import StoreError
 
 EXTREME_CAP = 200_000  # values kept per (source, variable) for quantiles and q-q
@@ -75,17 +82,28 @@ class _Spectra:
         self.sums[source] = self.sums.get(source, 0) + power.mean(0)
         self.n[source] = self.n.get(source, 0) + 1
 
-    def result(self, variables) -> dict | None:
+    def result(self, variables, k_lr: float | None) -> dict | None:
+        """Mean power per source and its ratios to the truth's (every source) and to the
+        oracle's, the law's own (the forecasts): the high-k ratio and, with k_lr (the LR
+        grid's Nyquist in the spectra's units), the worst bin above k_lr."""
         if not self.ok or self.k is None:
             return None
         mean = {s: self.sums[s] / self.n[s] for s in self.sums}
-        out = {"k": self.k.tolist(), "k_label": self.label, "power": {}, "high_k_ratio": {}}
+        out = {"k": self.k.tolist(), "k_label": self.label, "power": {}, "high_k_ratio": {},
+               "high_k_over_oracle": {}, "lr_nyquist": k_lr, "worst_bin": {},
+               "worst_bin_over_oracle": {}}
         for s, p in mean.items():
             out["power"][s] = {v: p[i].tolist() for i, v in enumerate(variables)}
-            if s != "truth" and "truth" in mean:
-                out["high_k_ratio"][s] = {
-                    v: high_wavenumber_ratio(self.k, spectral_ratio(p[i], mean["truth"][i]))
-                    for i, v in enumerate(variables)}
+            refs = [("truth", "worst_bin")] if s != "truth" and "truth" in mean else []
+            if s not in (*BASELINES, "truth") and "oracle" in mean:
+                refs.append(("oracle", "worst_bin_over_oracle"))
+            for ref, key in refs:
+                ratio = [spectral_ratio(p[i], mean[ref][i]) for i in range(len(variables))]
+                out["high_k_ratio" if ref == "truth" else "high_k_over_oracle"][s] = {
+                    v: high_wavenumber_ratio(self.k, r) for v, r in zip(variables, ratio)}
+                if k_lr is not None:
+                    out[key][s] = {v: worst_bin(self.k, r, k_lr)
+                                   for v, r in zip(variables, ratio)}
         return out
 
 
@@ -171,7 +189,8 @@ def evaluate(cfg, forecasts, truth_path=None, out_dir="eval",
              deterministic_checkpoint=None, progress: bool = True) -> dict:
     """Score `forecasts` — one ensemble store path (the source "forecast") or a mapping
     label → store path — against the truth HR store (default cfg.data.hr_store) and the
-    baselines; write `out_dir/scores.json`; return the scores with `summary` (five lines)."""
+    baselines; write `out_dir/scores.json`; return the scores with `summary` (five lines, six
+    with the oracle)."""
     started = time.perf_counter()
     paths = forecast_paths(forecasts)  # bad labels and missing stores fail before any work
     if truth_path is not None and not Path(truth_path).exists():
@@ -229,7 +248,7 @@ def evaluate(cfg, forecasts, truth_path=None, out_dir="eval",
         "regions": [r.name for r in regions],
         "sources": list(scores), "scores": scores,
         "crps_ratio_to_oracle": _ratios(scores, ds.variables, regions[0].name),
-        "spectra": spectra.result(ds.variables),
+        "spectra": spectra.result(ds.variables, lr_nyquist_k(ds.lr_grid)),
         "extremes": extremes.result(list(cfg.evaluation.quantiles), int(cfg.evaluation.bootstrap),
                                     int(cfg.run.seed)),
     }
@@ -272,7 +291,8 @@ def _mean(values) -> float:
 def summary_lines(result: dict) -> list[str]:
     """Five lines, each listing the sources in `result["sources"]` order (the forecasts,
     then the baselines): CRPS (÷ oracle CRPS), spectral ratio at high wavenumbers,
-    spread/skill (the ensembles), extremes (with the truth), scope."""
+    spread/skill (the ensembles), extremes (with the truth), scope; a sixth with the oracle:
+    the forecasts against the benchmark's law (`_law_line`)."""
     variables, region = result["variables"], result["regions"][0]
     scores, ratios, sources = result["scores"], result["crps_ratio_to_oracle"], result["sources"]
     parts = []
@@ -301,4 +321,32 @@ def summary_lines(result: dict) -> list[str]:
         f"{s} {ext[s][v][q][0]:.4g}" for s in ("truth", *sources) if s in ext))
     lines.append(f"{len(result['dates'])} dates x {result['members']} members on {result['grid']}"
                  f", regions {', '.join(result['regions'])}")
+    law = _law_line(result, ext, v)
+    if law:
+        lines.append(law)
     return lines
+
+
+def _law_line(result: dict, ext: dict, tail_var: str) -> str | None:
+    """The forecasts against the benchmark's law (the oracle) when it is there: high-k ratio
+    per variable, the worst bin above the LR Nyquist, the tail variable's top two quantiles.
+    The truth is ONE draw of the law: on few dates its spectra and tails stray from the
+    law's by more than the goals' margins (perf/truth_noise.py), the oracle's do not."""
+    spec = result.get("spectra") or {}
+    over = spec.get("high_k_over_oracle") or {}
+    if not over or "oracle" not in ext:
+        return None
+    levels = sorted(next(iter(ext["oracle"].values())), key=float)[-2:]
+    parts = []
+    for s in over:
+        text = f"{s} high-k " + ", ".join(f"{v} {r:.2f}" for v, r in over[s].items())
+        worst = (spec.get("worst_bin_over_oracle") or {}).get(s)
+        far = {v: abs(np.log(r)) for v, r in (worst or {}).items()
+               if r is not None and np.isfinite(r) and r > 0}
+        if far:
+            v = max(far, key=far.get)
+            text += f"; worst bin above the LR Nyquist {worst[v]:.2f} ({v})"
+        text += f"; {tail_var} " + ", ".join(
+            f"q{q} {ext[s][tail_var][q][0] / ext['oracle'][tail_var][q][0]:.2f}" for q in levels)
+        parts.append(text)
+    return "against the law (source/oracle, 1 = right): " + " | ".join(parts)

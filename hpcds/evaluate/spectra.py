@@ -12,6 +12,8 @@ Conventions (all float64):
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import scipy.fft
 
@@ -211,6 +213,27 @@ def high_wavenumber_ratio(k: np.ndarray, ratio: np.ndarray, fraction: float = 0.
         raise ValueError(f"fraction={fraction} must be in (0, 1]")
     sel = k > k.max() * (1.0 - fraction)
     return float(np.nanmean(np.asarray(ratio, dtype=np.float64)[sel]))
+
+
+def lr_nyquist_k(lr: Grid) -> float | None:
+    """π/Δ of a limited-area LR grid in rad/km (Δ its coarser spacing), the DCT spectra's
+    wavenumber of 2 LR spacings: above it the HR variability is the downscaler's own. None
+    for a global LR grid (its spectra are indexed by l)."""
+    if lr.is_global:
+        return None
+    dx, dy = grid_spacing_km(lr)
+    return math.pi / max(dx, dy)
+
+
+def worst_bin(k: np.ndarray, ratio: np.ndarray, k_min: float) -> float:
+    """The bin ratio farthest from 1 (in log) among the bins with k > k_min, ignoring nan
+    (empty) bins; nan when there is none."""
+    r = np.asarray(ratio, dtype=np.float64)[np.asarray(k) > k_min]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        far = np.abs(np.log(r))
+    if np.isnan(far).all():
+        return math.nan
+    return float(r[np.nanargmax(far)])  # a bin with no power at all (ratio 0) is the worst
 
 
 def power_law_slope(k: np.ndarray, power: np.ndarray, kmin: float, kmax: float) -> float:

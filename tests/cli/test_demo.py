@@ -1,5 +1,5 @@
 """`hpcds demo --quick`: the whole pipeline (benchmark → train both models → sample → evaluate
-→ report) runs end to end in its CI size and prints the report path and a 5-line summary.
+→ report) runs end to end in its CI size and prints the report path and a 6-line summary.
 With --finetune, the high-noise fine-tuning stage follows on the same run (one demo for both
 tests): fine-tuned from the diffusion run's weights, sampled, and scored before/after."""
 
@@ -33,8 +33,9 @@ def demo(tmp_path_factory):
 def test_demo_quick_end_to_end(demo):
     out, lines, _ = demo
     assert lines[0] == f"report: {out / 'eval' / 'index.html'}"
-    summary = lines[1:6]
+    summary = lines[1:7]
     assert summary[0].startswith("CRPS / oracle CRPS: forecast")
+    assert summary[5].startswith("against the law (source/oracle, 1 = right): forecast high-k")
     for source in ("oracle 1.000", "deterministic", "interpolation"):
         assert source in summary[0]
     assert summary[1].startswith("spectral ratio at high wavenumbers")
@@ -56,15 +57,16 @@ def test_demo_quick_finetune(demo):
     from hpcds.train.schedule import lr_at
 
     out, lines, err = demo
-    head = lines[6]
+    head = lines[7]
     assert head.startswith(f"high-noise fine-tuning ({FINETUNE_STEPS} steps from ")
     assert head.endswith(f"report: {out / 'eval_finetune' / 'index.html'}")
-    summary = lines[7:12]
+    summary = lines[8:14]
     assert summary[0].startswith("CRPS / oracle CRPS: before ")
+    assert re.search(r"against the law .*: before high-k .* \| after high-k ", summary[5])
     for line in (summary[0], summary[1], summary[2]):  # CRPS, spectra, spread/skill
         assert re.search(r"\bbefore \d", line) and re.search(r"\bafter \d", line), line
     assert "oracle 1.000" in summary[0] and "deterministic" in summary[0]
-    assert lines[12].startswith("fine-tuning validation loss (EMA weights")
+    assert lines[14].startswith("fine-tuning validation loss (EMA weights")
     assert "finetune_sample" in err  # the stage's time in the closing line
 
     scores = json.loads((out / "eval_finetune" / "scores.json").read_text())
@@ -108,6 +110,7 @@ def test_perf_diagnostics_run_on_the_demo(demo, capsys):
     the members' variance over the law's is positive and finite for every variable, and the
     denoiser's noise gain at σ = 0.02 is close to 1 (it can remove almost none of so small a
     noise) and falls towards σ = 5, as the Wiener gain beside it does."""
+    import json
     import sys
     from pathlib import Path
 
@@ -116,8 +119,16 @@ def test_perf_diagnostics_run_on_the_demo(demo, capsys):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "perf"))
     import law_variance
     import noise_gain
+    import skill_run
 
     out, _, _ = demo
+    result = json.loads((out / "eval" / "scores.json").read_text())
+    rows = skill_run.per_variable(result)  # issue 12's per-variable figures, from the scores
+    spec = result["spectra"]
+    for v, row in rows.items():
+        assert row["worst_bin_above_lr_nyquist"] == spec["worst_bin"]["forecast"][v]
+        assert row["worst_bin_over_oracle"] == spec["worst_bin_over_oracle"]["forecast"][v]
+        assert row["oracle_worst_bin"] == spec["worst_bin"]["oracle"][v]
     assert law_variance.main([str(out), "--law-members", "4"]) == 0
     line = capsys.readouterr().out.splitlines()[1]
     ratios = [float(x) for x in re.findall(r" (\d+\.\d+)", line)]

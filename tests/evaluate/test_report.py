@@ -4,6 +4,8 @@ index.html must exist, and the interpolation must be worse than the oracle."""
 
 import json
 
+import numpy as np
+import pytest
 from conftest import OVERRIDES
 
 from hpcds.cli.main import main
@@ -31,8 +33,29 @@ def test_oracle_as_forecast_scores_and_report(bench, single_run):
     assert all(0.7 < hk["forecast"][v] < 1.4 for v in VARIABLES)
     assert all(hk["interpolation"][v] < 0.5 for v in VARIABLES)
     assert "truth" in scores["extremes"]["quantiles"] and "forecast" in scores["extremes"]["qq"]
-    assert len(result["summary"]) == 5
+    assert len(result["summary"]) == 6
     assert result["summary"][0].startswith("CRPS / oracle CRPS: forecast")
+    # against the law: the forecast here IS another draw of it, so its spectrum over the
+    # oracle's is ≈ 1 per variable; recomputed from the stored power spectra
+    spec = scores["spectra"]
+    k = np.asarray(spec["k"])
+    upper = k > k.max() / 2
+    for v in VARIABLES:
+        with np.errstate(invalid="ignore", divide="ignore"):  # an empty corner bin: nan
+            ratio = (np.asarray(spec["power"]["forecast"][v], dtype=float)
+                     / np.asarray(spec["power"]["oracle"][v], dtype=float))
+        assert spec["high_k_over_oracle"]["forecast"][v] == pytest.approx(
+            np.nanmean(ratio[upper]), rel=1e-12)
+        assert 0.7 < spec["high_k_over_oracle"]["forecast"][v] < 1.4
+        above = ratio[k > spec["lr_nyquist"]]
+        assert spec["worst_bin_over_oracle"]["forecast"][v] in above
+        assert abs(np.log(spec["worst_bin_over_oracle"]["forecast"][v])) == pytest.approx(
+            np.nanmax(np.abs(np.log(above))))
+    assert set(spec["worst_bin_over_oracle"]) == {"forecast"}  # not the baselines
+    assert set(spec["worst_bin"]) == {"forecast", "oracle", "interpolation"}
+    law = result["summary"][5]
+    assert law.startswith("against the law (source/oracle, 1 = right): forecast high-k 2t ")
+    assert "worst bin above the LR Nyquist" in law and "tp q0.999 " in law
 
     index = write_report(result, out / "eval", make_grid(cfg.grid.hr))
     pngs = {p.name for p in (out / "eval").glob("*.png")}
@@ -50,7 +73,7 @@ def test_evaluate_cli(bench, capsys):
     assert rc == 0
     printed = capsys.readouterr().out.strip().splitlines()
     assert printed[0] == f"report: {out / 'cli' / 'index.html'}"
-    assert len(printed) == 6
+    assert len(printed) == 7  # the report, the summary (with the law line)
     assert (out / "cli" / "scores.json").is_file()
 
 

@@ -9,6 +9,7 @@ from scipy.special import sph_harm_y
 
 from hpcds.config.schema import GridConfig
 from hpcds.evaluate.spectra import (dct_spectrum, grid_spacing_km, high_wavenumber_ratio,
+                                    lr_nyquist_k, worst_bin,
                                     octahedral_synthesis, power_law_slope, sh_spectrum,
                                     spectral_ratio, spectrum_for_grid)
 from hpcds.grids.spec import grid_from_name, make_grid
@@ -144,3 +145,16 @@ def test_ratios_and_high_wavenumber_mean():
     assert high_wavenumber_ratio(k, ratio, fraction=0.25) == pytest.approx(0.25)
     kk = np.arange(1.0, 50.0)
     assert power_law_slope(kk, 7.0 * kk ** -2.5, 2.0, 40.0) == pytest.approx(-2.5)
+
+
+def test_worst_bin_and_the_lr_nyquist():
+    k = np.array([0.01, 0.02, 0.03, 0.04, 0.05])
+    ratio = np.array([9.0, 1.1, np.nan, 0.4, 2.2])  # 9 is below k_min, nan an empty bin
+    assert worst_bin(k, ratio, 0.015) == 0.4  # |log 0.4| = 0.92 > |log 2.2| = 0.79
+    assert worst_bin(k, ratio, 0.045) == 2.2
+    assert worst_bin(k, np.array([1.0, 1.0, 0.0, 1.0, 1.0]), 0.0) == 0.0  # no power: worst
+    assert np.isnan(worst_bin(k, np.full(5, np.nan), 0.0))
+    # the Alps' 1° LR grid: Δy = 111.2 km (1° of latitude) is its coarser spacing
+    lr = make_grid(GridConfig(name="1.0/1.0", area="alps"))
+    assert lr_nyquist_k(lr) == pytest.approx(np.pi / (6371.229 * np.pi / 180), rel=1e-3)
+    assert lr_nyquist_k(make_grid(GridConfig(name="O32"))) is None
