@@ -10,6 +10,10 @@ speed (the winds' stochastic amplitude grows with it) and, for variables in
 data.log_transform, by the law's mean amount in the transformed space (log1p(x/ε)) too.
 The ratio is noisy where the law's variance is tiny (dry cells); a spread/skill near 1 does
 not show it, because the ensemble mean's error includes the law's own variance.
+Last, per wavenumber band (limited-area grids): the members' spread power over the law's, and
+the ensemble mean's systematic error against the law's mean, over the law's spread power —
+over-dispersion with a right mean (spread > 1, error ≈ 0) is the denoiser's noise, not its
+uncertainty about the mean.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import zarr
 
 from hpcds.data.paired import PairedDataset
 from hpcds.evaluate.baselines import make_oracle
+from hpcds.evaluate.spectra import lr_nyquist_k, spectrum_for_grid
+from hpcds.grids import make_grid
 from hpcds.pipeline import held_out_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -82,7 +88,38 @@ def main(argv=None) -> int:
             print(f"  [{a:g}, {b:g}): {m.sum():6d} cells  "
                   f"{variance_ratio(ens[:, :, j], law[:, :, j], m):.3f} / "
                   f"{variance_ratio(log_e, log_l, m):.3f}")
+    k_lr = lr_nyquist_k(make_grid(cfg.grid.lr))
+    if k_lr is not None:
+        edges = [0.0, k_lr, 2 * k_lr, 4 * k_lr, np.inf]
+        print("by wavenumber band (rad/km; the LR Nyquist is the first edge): the members' spread "
+              "power over the law's / the ensemble mean's systematic error power over the law's")
+        print("      " + "  ".join(f"[{a:.3f}, {b:.3f})" for a, b in zip(edges[:-1], edges[1:])))
+        spread, error = band_power(ens, law, ds.hr_grid, edges)
+        for j, v in enumerate(variables):
+            print(f"  {v:4s}" + "  ".join(f"{a:6.2f} / {b:6.3f}" for a, b in zip(spread[j],
+                                                                                 error[j])))
     return 0
+
+
+def band_power(ens: np.ndarray, law: np.ndarray, grid, edges) -> tuple[np.ndarray, np.ndarray]:
+    """ens (M, D, V, N), law (L, D, V, N) → per variable and band (V, bands): the members'
+    spread power over the law's, and the ensemble mean's systematic error over the law's
+    spread power. The error is |mean_ens − mean_law|² less its sampling noise (the spreads
+    over M and L): ≈ 0 when the members are centred on the law's conditional mean."""
+    M, L = len(ens), len(law)
+
+    def spread_and_mean(x):  # x (K, D, V, N) → spread power (V, nk), mean (D, V, N)
+        mean = x.mean(0)
+        k, p, _ = spectrum_for_grid(x - mean, grid)  # (K, D, V, nk)
+        return k, p.sum(0).sum(0) / (len(x) - 1), mean
+
+    k, s_ens, m_ens = spread_and_mean(ens)
+    _, s_law, m_law = spread_and_mean(law)
+    _, e, _ = spectrum_for_grid(m_ens - m_law, grid)  # (D, V, nk)
+    e = e.sum(0) - s_ens / M - s_law / L
+    bands = [(k >= a) & (k < b) for a, b in zip(edges[:-1], edges[1:])]
+    total = np.stack([[x[:, m].sum(-1) for m in bands] for x in (s_ens, e, s_law)])
+    return (total[0] / total[2]).T, (total[1] / total[2]).T
 
 
 if __name__ == "__main__":
