@@ -107,7 +107,7 @@ def _box(side: int, step: float) -> str:
     return f"{LAT0 + span}/{LON0}/{LAT0}/{LON0 + span}"
 
 
-def hpcds_graphs(shape: str, backend: str, checkpoint: bool):
+def hpcds_graphs(shape: str, backend: str, checkpoint: bool, block_rows: int = 0):
     """(ModelConfig, ModelGraphs) of `shape`: hpcds's own config and graph builders."""
     from hpcds.config.schema import Backend, GridConfig, ModelConfig
     from hpcds.grids import make_grid
@@ -125,7 +125,7 @@ def hpcds_graphs(shape: str, backend: str, checkpoint: bool):
                       window=2 * s["half_window"], mlp_ratio=float(MLP_RATIO),
                       hidden_grid=hidden, encoder_knn=enc_k, decoder_knn=DEC_KNN,
                       refiner_layers=0, backend=Backend(backend),
-                      activation_checkpointing=bool(checkpoint))
+                      activation_checkpointing=bool(checkpoint), graph_block_rows=block_rows)
     graphs = build_model_graphs(cfg, hr_grid)
     assert graphs.n_hidden == n_hid, (graphs.n_hidden, n_hid)
     return cfg, graphs
@@ -201,9 +201,10 @@ class AnemoiPeer(nn.Module):
             cond=(c_hidden, c_data))
 
 
-def build(side: str, shape: str, backend: str, checkpoint: bool, cond_dim: int):
+def build(side: str, shape: str, backend: str, checkpoint: bool, cond_dim: int,
+          block_rows: int = 0):
     """(network, inputs, graph facts) for one side."""
-    cfg, graphs = hpcds_graphs(shape, backend, checkpoint)
+    cfg, graphs = hpcds_graphs(shape, backend, checkpoint, block_rows)
     facts = {"n_hr": graphs.n_hr, "n_hidden": graphs.n_hidden,
              "encoder_edges": int(graphs.encoder_senders.numel()),
              "decoder_edges": int(graphs.decoder_senders.numel()),
@@ -309,7 +310,7 @@ def worker(a) -> dict:
     checkpoint = CONFIGS[a.config]
     grad = checkpoint is not None
     net, x, facts, (cfg, graphs) = build(a.side, a.shape, a.backend, bool(checkpoint),
-                                         a.anemoi_cond_dim)
+                                         a.anemoi_cond_dim, a.graph_block_rows)
     row = {"side": a.side, "config": a.config, "malloc_kept": a.side in HPCDS_SIDES or
            a.anemoi_malloc, **facts, "params": param_counts(net),
            "rss_built_gib": round(_rss_gib(), 3)}
@@ -361,8 +362,10 @@ def run_worker(a, side: str, config: str) -> dict:
     argv = [sys.executable, __file__, "--worker", "--side", side, "--config", config,
             "--shape", a.shape, "--threads", str(a.threads), "--repeats", str(a.repeats),
             "--backend", a.backend, "--anemoi-cond-dim", str(a.anemoi_cond_dim),
-            "--profile-rows", str(a.profile_rows)] + (["--anemoi-malloc"] if a.anemoi_malloc
-                                                      else [])
+            "--profile-rows", str(a.profile_rows),
+            "--graph-block-rows", str(a.graph_block_rows)]
+    if a.anemoi_malloc:
+        argv.append("--anemoi-malloc")
     if a.profile and config == "ckpt-off":
         argv.append("--profile")
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads))
@@ -449,6 +452,9 @@ def main() -> int:
     p.add_argument("--backend", choices=["auto", "native", "reference", "triton"],
                    default="auto", help="hpcds's model.backend")
     p.add_argument("--sides", default="anemoi,hpcds", help="comma-separated: anemoi, hpcds")
+    p.add_argument("--graph-block-rows", type=int, default=0,
+                   help="hpcds's model.graph_block_rows: its graph blocks' destination rows "
+                        "in pieces of this many (0: all at once, the default)")
     p.add_argument("--anemoi-malloc", action="store_true",
                    help="give anemoi's workers hpcds's malloc setting too (hpcds/cpu_malloc.py)")
     p.add_argument("--compile", action="store_true",
@@ -489,7 +495,8 @@ def main() -> int:
 
         Path(a.json).write_text(json.dumps(
             {"command": " ".join(sys.argv), "shape": a.shape, "threads": a.threads,
-             "repeats": a.repeats, "backend": a.backend, "matmul_size": a.matmul_size,
+             "repeats": a.repeats, "backend": a.backend,
+             "graph_block_rows": a.graph_block_rows, "matmul_size": a.matmul_size,
              "matmul_gflops": peak, "machine": machine_info(), "rows": rows}, indent=2) + "\n")
         print(f"wrote {a.json}")
     return 0
