@@ -27,12 +27,11 @@ import zarr
 
 from hpcds.data.paired import PairedDataset
 from hpcds.evaluate.baselines import make_oracle
-from hpcds.evaluate.spectra import lr_nyquist_k, spectrum_for_grid
-from hpcds.grids import make_grid
+from hpcds.evaluate.spectra import spectrum_for_grid
 from hpcds.pipeline import held_out_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from denoiser_error import run_config  # noqa: E402
+from denoiser_error import lr_nyquist, run_config  # noqa: E402
 
 AMOUNT_BINS = [1e-6, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, np.inf]  # law-mean amount, store units
 
@@ -88,7 +87,7 @@ def main(argv=None) -> int:
             print(f"  [{a:g}, {b:g}): {m.sum():6d} cells  "
                   f"{variance_ratio(ens[:, :, j], law[:, :, j], m):.3f} / "
                   f"{variance_ratio(log_e, log_l, m):.3f}")
-    k_lr = lr_nyquist_k(make_grid(cfg.grid.lr))
+    k_lr = lr_nyquist(cfg)
     if k_lr is not None:
         edges = [0.0, k_lr, 2 * k_lr, 4 * k_lr, np.inf]
         print("by wavenumber band (rad/km; the LR Nyquist is the first edge): the members' spread "

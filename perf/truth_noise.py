@@ -26,6 +26,7 @@ Cost ≈ (members + 1) × 0.09 s per date on the demo's grid (one thread): 128 d
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -55,6 +56,7 @@ def draw(cfg, total: int, members: int, seed: int, reference: str = "truth") -> 
     another `members` exact draws (sub-seed seed + 1000): what the summary's line against
     the law compares, for a model that is the law."""
     first = int(cfg.benchmark.n_dates) - int(cfg.training.val_dates)
+    cfg = copy.deepcopy(cfg)
     cfg.benchmark.n_dates = first + total
     law = build_law(cfg)
     hr = law.geometry.hr
@@ -72,33 +74,34 @@ def draw(cfg, total: int, members: int, seed: int, reference: str = "truth") -> 
         p_oracle.append(po.mean(0))
         v_ref.append(np.moveaxis(ref, 1, 0).reshape(ref.shape[1], -1))
         v_oracle.append(np.moveaxis(oracle, 1, 0).reshape(oracle.shape[1], -1))
-    return {"k": k, "variables": list(law.variables), "p_truth": np.array(p_ref),
-            "p_oracle": np.array(p_oracle), "v_truth": np.array(v_ref),
+    return {"k": k, "variables": list(law.variables), "p_ref": np.array(p_ref),
+            "p_oracle": np.array(p_oracle), "v_ref": np.array(v_ref),
             "v_oracle": np.array(v_oracle)}
 
 
 def block_figures(d: dict, dates: np.ndarray, k_lr: float, tail_var: int) -> dict:
-    """The oracle's figures against the truth on the given dates, as the evaluation computes
-    them: per variable the worst bin above the LR Nyquist and the high-k ratio; the tail
-    variable's quantile ratios. nan where the truth has no power (no rain on any date)."""
+    """The oracle's figures against the reference (the truth, or a second oracle ensemble) on
+    the given dates, as the evaluation computes them: per variable the worst bin above the LR
+    Nyquist and the high-k ratio; the tail variable's quantile ratios. nan where the reference
+    has no power (no rain on any date)."""
     k = d["k"]
-    ratio = [spectral_ratio(o, t) for o, t in  # (V, nk); an empty corner bin: nan
-             zip(d["p_oracle"][dates].mean(0), d["p_truth"][dates].mean(0))]
+    ratio = [spectral_ratio(o, r) for o, r in  # (V, nk); an empty corner bin: nan
+             zip(d["p_oracle"][dates].mean(0), d["p_ref"][dates].mean(0))]
     worst = np.array([worst_bin(k, r, k_lr) for r in ratio])
     with warnings.catch_warnings():  # a dry block: the mean of no bins
         warnings.simplefilter("ignore", RuntimeWarning)
         high_k = np.array([high_wavenumber_ratio(k, r) for r in ratio])
-    t = d["v_truth"][dates][:, tail_var].ravel()
+    r = d["v_ref"][dates][:, tail_var].ravel()
     o = d["v_oracle"][dates][:, tail_var].ravel()
     with np.errstate(invalid="ignore", divide="ignore"):
-        tails = np.array([np.quantile(o, q, method="hazen") / np.quantile(t, q, method="hazen")
+        tails = np.array([np.quantile(o, q, method="hazen") / np.quantile(r, q, method="hazen")
                           for q in LEVELS])
     return {"worst_bin": worst, "high_k": high_k, "tails": tails}
 
 
 def summarise(d: dict, sizes: list[int], k_lr: float, tail_var: int) -> list[dict]:
     rows = []
-    total = len(d["p_truth"])
+    total = len(d["p_ref"])
     for n in sizes:
         blocks = [block_figures(d, np.arange(b * n, (b + 1) * n), k_lr, tail_var)
                   for b in range(total // n)]

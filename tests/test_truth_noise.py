@@ -16,14 +16,14 @@ import truth_noise  # noqa: E402
 def _synthetic(n_dates=4, n_var=2, nk=10, n_cells=2000, scale=1.2):
     rng = np.random.default_rng(0)
     k = np.array([0.01, 0.02, 0.03, 0.04, 0.045, 0.06, 0.07, 0.08, 0.09, 0.1])[:nk]
-    p_truth = np.ones((n_dates, n_var, nk))
-    p_oracle = p_truth.copy()
+    p_ref = np.ones((n_dates, n_var, nk))
+    p_oracle = p_ref.copy()
     p_oracle[:, 0, 6] = 2.5   # variable 0: ×2.5 in one bin above the LR Nyquist
     p_oracle[:, 1, 8] = 0.45  # variable 1: ×0.45 in another
     p_oracle[:, 0, 1] = 9.0   # below the LR Nyquist: ignored by the worst bin
-    v_truth = rng.gamma(0.5, size=(n_dates, n_var, n_cells))
-    return {"k": k, "variables": ["a", "b"], "p_truth": p_truth, "p_oracle": p_oracle,
-            "v_truth": v_truth, "v_oracle": scale * v_truth}
+    v_ref = rng.gamma(0.5, size=(n_dates, n_var, n_cells))
+    return {"k": k, "variables": ["a", "b"], "p_ref": p_ref, "p_oracle": p_oracle,
+            "v_ref": v_ref, "v_oracle": scale * v_ref}
 
 
 def test_block_figures_match_closed_forms():
